@@ -1,0 +1,167 @@
+"""``plainnet lab``: an emulated cluster network on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.table import Table
+
+from plainnet.cli.output import console
+from plainnet.errors import PlainnetError
+from plainnet.lab import netns
+from plainnet.lab.builder import (
+    Lab,
+    describe,
+    remove_everything,
+    remove_lab,
+    running_labs,
+)
+from plainnet.lab.reachability import probe_all_pairs
+from plainnet.lab.topology import PREFIX, TOPOLOGIES, lab_of_namespace
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise PlainnetError("the lab creates network namespaces and needs root: run it as root")
+
+
+def _pick_lab(name: str | None) -> Lab:
+    if name is not None:
+        return Lab.load(name)
+    labs = running_labs()
+    if len(labs) == 1:
+        return Lab.load(labs[0])
+    if not labs:
+        raise PlainnetError("no lab is up: start one with `plainnet lab up`")
+    raise PlainnetError(f"several labs are up ({', '.join(labs)}): name one with --lab NAME")
+
+
+@click.group()
+def lab() -> None:
+    """Emulated clusters in network namespaces (all names start with pn-)."""
+
+
+@lab.command()
+@click.option("--name", default="demo", show_default=True, help="Lab name (a-z, 0-9).")
+@click.option(
+    "--topology",
+    type=click.Choice(sorted(TOPOLOGIES)),
+    default="single-segment",
+    show_default=True,
+    help="Underlay shape.",
+)
+@click.option("--hosts", type=click.IntRange(1, 200), default=3, show_default=True)
+@click.option(
+    "--ipv6/--no-ipv6",
+    default=True,
+    show_default=True,
+    help="Give the underlay an IPv6 subnet too.",
+)
+def up(name: str, topology: str, hosts: int, ipv6: bool) -> None:
+    """Build a lab and show what it holds."""
+    _require_root()
+    built = Lab(TOPOLOGIES[topology](name, hosts, ipv6=ipv6)).up()
+    _print_status(built)
+
+
+@lab.command()
+@click.argument("name", required=False)
+def status(name: str | None) -> None:
+    """Show the labs that are up, as read from the kernel."""
+    _require_root()
+    names = [name] if name else running_labs()
+    if not names:
+        console.print("no lab is up")
+        return
+    for lab_name in names:
+        try:
+            _print_status(Lab.load(lab_name))
+        except PlainnetError:
+            leftovers = [
+                ns for ns in netns.list_namespaces(PREFIX) if lab_of_namespace(ns) == lab_name
+            ]
+            console.print(
+                f"lab {lab_name}: no record, leftover namespaces {', '.join(leftovers)}"
+                f" — remove with `plainnet lab down {lab_name}`"
+            )
+
+
+def _print_status(built: Lab) -> None:
+    facts = describe(built)
+    table = Table(title=f"lab {built.name}")
+    for column in ("host", "role", "namespace", "addresses", "processes"):
+        table.add_column(column)
+    for host_name, entry in facts["hosts"].items():
+        if not entry["exists"]:
+            table.add_row(host_name, entry["role"], entry["namespace"], "[red]missing[/red]", "")
+            continue
+        table.add_row(
+            host_name,
+            entry["role"],
+            entry["namespace"],
+            "\n".join(entry["addresses"]),
+            str(entry["processes"]),
+        )
+    console.print(table)
+
+
+@lab.command()
+@click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
+def check(lab_name: str | None) -> None:
+    """Ping every host's addresses from every other host; exit 1 if any is unreachable."""
+    _require_root()
+    built = _pick_lab(lab_name)
+    probes = probe_all_pairs(built)
+    table = Table(title=f"lab {built.name}: reachability (ICMP echo)")
+    table.add_column("from")
+    table.add_column("to")
+    table.add_column("address")
+    table.add_column("reached")
+    for probe in probes:
+        mark = "[green]yes[/green]" if probe.reached else "[red]NO[/red]"
+        table.add_row(probe.source, probe.target, str(probe.address), mark)
+    console.print(table)
+    failed = [p for p in probes if not p.reached]
+    console.print(f"{len(probes) - len(failed)} of {len(probes)} probes answered")
+    if failed:
+        sys.exit(1)
+
+
+@lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
+@click.argument("host")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec(lab_name: str | None, host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside lab host HOST:  plainnet lab exec host1 -- ping 10.250.0.3"""
+    _require_root()
+    if command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise PlainnetError("no command given: plainnet lab exec HOST -- COMMAND [ARGS...]")
+    namespace = _pick_lab(lab_name).host(host).namespace
+    netns.enter(namespace)
+    try:
+        os.execvp(command[0], list(command))
+    except FileNotFoundError:
+        raise PlainnetError(f"command not found: {command[0]}") from None
+
+
+@lab.command()
+@click.argument("name", required=False)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Remove every pn- namespace and link on this machine, recorded or not.",
+)
+def down(name: str | None, everything: bool) -> None:
+    """Tear a lab down (default: demo), stopping the processes inside it."""
+    _require_root()
+    if everything:
+        namespaces, links = remove_everything()
+        console.print(f"removed {len(namespaces)} namespaces and {len(links)} links")
+        return
+    removed = remove_lab(name or "demo")
+    console.print(f"lab {name or 'demo'}: removed {len(removed)} namespaces")
