@@ -1,0 +1,67 @@
+"""pytest fixtures that build labs and always tear them down.
+
+Registered as a pytest plugin through the ``pytest11`` entry point, so any test suite
+with plainnet installed can use them:
+
+- ``lab_name``: a lab name unique to this test run (``t<pid>x<n>``).
+- ``lab_factory``: ``lab_factory(topology)`` builds a lab; every lab it built is torn
+  down when the test ends, whether it passed, failed or errored.
+- ``lab``: a ready lab of three hosts on one segment.
+
+A session finalizer also removes any lab whose name this run generated, as a last line
+of defence should a test process be interrupted between build and teardown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from plainnet.lab.builder import Lab, remove_lab, running_labs
+from plainnet.lab.topology import Topology, single_segment
+
+_counter = itertools.count(1)
+
+
+def _run_prefix() -> str:
+    return f"t{os.getpid() % 100000}x"
+
+
+@pytest.fixture
+def lab_name() -> str:
+    return f"{_run_prefix()}{next(_counter)}"
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[[Topology], Lab]]:
+    if os.geteuid() != 0:
+        pytest.skip("lab tests create network namespaces and need root")
+    built: list[Lab] = []
+
+    def build(topology: Topology) -> Lab:
+        lab = Lab(topology)
+        built.append(lab)
+        return lab.up()
+
+    yield build
+    for lab in reversed(built):
+        lab.down()
+
+
+@pytest.fixture
+def lab(lab_factory: Callable[[Topology], Lab], lab_name: str) -> Lab:
+    return lab_factory(single_segment(lab_name, 3))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_labs_of_this_run() -> Iterator[None]:
+    yield
+    if os.geteuid() != 0:
+        return
+    prefix = _run_prefix()
+    for name in running_labs():
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            remove_lab(name)
