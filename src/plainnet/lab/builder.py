@@ -193,11 +193,8 @@ class Lab:
 
     def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside ``host``; the lab stops it on ``down()``."""
-        preexec, fd = netns.preexec_entering(self.host(host).namespace)
-        try:
+        with netns.entering(self.host(host).namespace) as preexec:
             process = subprocess.Popen(list(argv), preexec_fn=preexec, **kwargs)
-        finally:
-            os.close(fd)
         self._processes.append(process)
         return process
 
@@ -205,11 +202,8 @@ class Lab:
         self, host: str, argv: Sequence[str], *, timeout: float = 60, **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` inside ``host`` to completion (``subprocess.run`` semantics)."""
-        preexec, fd = netns.preexec_entering(self.host(host).namespace)
-        try:
+        with netns.entering(self.host(host).namespace) as preexec:
             return subprocess.run(list(argv), preexec_fn=preexec, timeout=timeout, **kwargs)
-        finally:
-            os.close(fd)
 
     def ping(self, source: str, address: object, *, count: int = 1, wait: float = 1) -> bool:
         """Whether ``source`` gets an ICMP echo reply from ``address``."""

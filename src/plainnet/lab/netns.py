@@ -19,7 +19,7 @@ import ctypes.util
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
@@ -77,12 +77,16 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def preexec_entering(name: str) -> tuple[Callable[[], None], int]:
-    """A ``preexec_fn`` for :mod:`subprocess` that starts the child inside ``name``, and
-    the namespace fd the caller closes after the child has started. The fd is opened
-    here, in the parent, so the child between fork and exec only makes one system call."""
+@contextlib.contextmanager
+def entering(name: str) -> Iterator[Callable[[], None]]:
+    """A ``preexec_fn`` for :mod:`subprocess` that starts the child inside ``name``.
+    The namespace is opened here, in the parent, so the child between fork and exec
+    makes a single system call; the fd is closed when the block ends."""
     fd = _open(name)
-    return (lambda: setns(fd)), fd
+    try:
+        yield lambda: setns(fd)
+    finally:
+        os.close(fd)
 
 
 def write_sysctls(name: str, values: dict[str, str]) -> None:
