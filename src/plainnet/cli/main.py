@@ -24,11 +24,13 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from plainnet.cli.agent import agent
+    from plainnet.cli.etcd import etcd
     from plainnet.cli.ipam import ipam
     from plainnet.cli.lab import lab
 
-    cli.add_command(ipam)
-    cli.add_command(lab)
+    for command in (agent, etcd, ipam, lab):
+        cli.add_command(command)
 
 
 _register()

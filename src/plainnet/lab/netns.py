@@ -18,6 +18,8 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -87,6 +89,29 @@ def entering(name: str) -> Iterator[Callable[[], None]]:
         yield lambda: setns(fd)
     finally:
         os.close(fd)
+
+
+_socket_lock = threading.Lock()
+
+
+def socket_in(
+    name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+) -> socket.socket:
+    """A socket that lives in namespace ``name``, usable from this process. A socket
+    keeps the namespace it was created in, so the calling thread enters ``name`` only
+    for the ``socket()`` call and returns at once."""
+    with _socket_lock:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        target = _open(name)
+        try:
+            setns(target)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                setns(home)
+        finally:
+            os.close(target)
+            os.close(home)
 
 
 def write_sysctls(name: str, values: dict[str, str]) -> None:

@@ -1,0 +1,400 @@
+"""The agent's asyncio loop: level-triggered convergence of this node's routes.
+
+Everything that can change what the kernel should hold only *marks the agent dirty*,
+with the trigger's name: a datastore change, a netlink event (one of our routes or
+nexthops deleted, a link or address changed), the periodic resync, the start. One
+reconcile task then computes the complete desired state from all peer records and
+applies the difference. Triggers that arrive while a pass runs are merged into the
+next pass, so a burst of changes costs one pass, not one per change — and a restart
+at any moment converges to the same state as never stopping.
+
+The kernel view is cached between passes and updated with what each pass changed; it
+is re-read whenever netlink reports that something of ours was removed, when the
+kernel refused a request, and on every resync.
+
+The data plane never depends on the control plane: if the datastore is unreachable
+the agent keeps the last records it had (and so the routes), and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plainnet.agent import ROUTE_PROTOCOL, netlink
+from plainnet.agent.backends import hostgw
+from plainnet.agent.kernel import KernelRoutes, enable_forwarding
+from plainnet.agent.metrics import AgentMetrics, serve_http
+from plainnet.agent.node_state import NodeState, read_node_state, write_node_state
+from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes
+from plainnet.agent.validation import LocalNetwork, on_link_network, validate_peers
+from plainnet.datastore.records import (
+    Datastore,
+    DatastoreError,
+    HistoryCompacted,
+    NodeClaim,
+    PeerRecord,
+    Record,
+)
+from plainnet.errors import PlainnetError
+from plainnet.ipam.types import IPAddress
+
+log = logging.getLogger("plainnet.agent")
+
+BACKENDS = {hostgw.NAME: hostgw}
+#: Changes listed one per log line up to this many; beyond, a summary line.
+DETAILED_LOG_LIMIT = 20
+
+
+@dataclass
+class AgentSettings:
+    node_name: str
+    node_addresses: tuple[IPAddress, ...] = ()
+    run_dir: Path = Path("/run/plainnet")
+    resync_seconds: float = 60.0
+    renew_seconds: float = 3600.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9158  # 0: no HTTP endpoint
+    retry_seconds: float = 1.0
+    protocol: int = ROUTE_PROTOCOL
+
+
+@dataclass
+class _Dirty:
+    """Why the next pass runs; the event wakes the reconcile task."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    triggers: set[str] = field(default_factory=set)
+
+    def mark(self, trigger: str) -> None:
+        self.triggers.add(trigger)
+        self.event.set()
+
+    async def take(self) -> set[str]:
+        await self.event.wait()
+        self.event.clear()
+        triggers, self.triggers = self.triggers, set()
+        return triggers
+
+
+class Agent:
+    def __init__(
+        self, settings: AgentSettings, datastore: Datastore, metrics: AgentMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.datastore = datastore
+        self.metrics = metrics or AgentMetrics()
+        self.kernel = KernelRoutes(settings.protocol)
+        self.records: dict[str, Record] = {}
+        self.revision = 0
+        self.own: PeerRecord | None = None
+        self.cluster_cidrs: list[Any] = []
+        self.backend = hostgw.NAME
+        self._dirty: _Dirty | None = None
+        self._kernel_state: KernelState | None = None
+        self._local: list[LocalNetwork] | None = None
+        self._reported: set[tuple[str, str]] = set()
+        self._last_pass_ok = 0.0
+        self._last_error: str | None = None
+        self.passes = 0
+
+    # --- start-up ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Claim this node's subnet, publish it for CNI, read all peers."""
+        config = await self.datastore.network_config()  # type: ignore[attr-defined]
+        self.cluster_cidrs = list(config.cluster_cidrs)
+        self.backend = config.backend
+        if self.backend not in BACKENDS:
+            raise PlainnetError(
+                f"backend {self.backend!r} is not supported by this agent "
+                f"(supported: {', '.join(BACKENDS)})"
+            )
+        local = self._local_networks()
+        addresses = self.settings.node_addresses or _pick_node_addresses(local)
+        uplink = on_link_network(addresses[0], local)
+        if uplink is None:
+            raise PlainnetError(
+                f"node address {addresses[0]} is not on any interface of "
+                f"this node; pass --node-ip with one of its addresses"
+            )
+        previous = read_node_state(self.settings.run_dir)
+        self.own = await self.datastore.claim(
+            NodeClaim(
+                node=self.settings.node_name,
+                addresses=tuple(addresses),
+                backend=self.backend,
+                previous_subnets=previous.subnets if previous else (),
+            )
+        )
+        state_file = write_node_state(
+            self.settings.run_dir,
+            NodeState(
+                node=self.settings.node_name,
+                cluster_cidrs=tuple(self.cluster_cidrs),
+                subnets=self.own.subnets,
+                mtu=self.kernel.interface_mtu(uplink.ifindex),
+                backend=self.backend,
+            ),
+        )
+        log.info(
+            "node %s owns %s (%s); wrote %s",
+            self.own.node,
+            ", ".join(map(str, self.own.subnets)),
+            self.own.key,
+            state_file,
+        )
+        enable_forwarding()
+        snapshot = await self.datastore.list()
+        self.records, self.revision = dict(snapshot.records), snapshot.revision
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._dirty = _Dirty()
+        await self.start()
+        self._dirty.mark("start")
+        server = None
+        if self.settings.metrics_port:
+            server = await serve_http(
+                self.settings.metrics_host, self.settings.metrics_port, self.metrics, self.health
+            )
+        tasks = [
+            asyncio.create_task(coro, name=name)
+            for name, coro in (
+                ("reconcile", self._reconcile_loop()),
+                ("watch", self._watch_loop()),
+                ("netlink", self._netlink_loop()),
+                ("resync", self._resync_loop()),
+                ("renew", self._renew_loop()),
+            )
+        ]
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks + [stopping]:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if server is not None:
+            server.close()
+        await self.datastore.close()
+        self.kernel.close()
+        for task in done:
+            if task is not stopping and task.exception():
+                raise task.exception()  # type: ignore[misc]
+        log.info("stopped; routes stay in place")
+
+    def mark(self, trigger: str) -> None:
+        if self._dirty is not None:
+            self._dirty.mark(trigger)
+
+    async def _reconcile_loop(self) -> None:
+        assert self._dirty is not None
+        while True:
+            triggers = await self._dirty.take()
+            try:
+                self.reconcile(triggers)
+            except Exception as exc:
+                self._last_error = f"reconcile failed: {exc}"
+                log.exception("reconcile failed; retrying in %.1fs", self.settings.retry_seconds)
+                self._kernel_state = None
+                self._local = None
+                await asyncio.sleep(self.settings.retry_seconds)
+                self.mark("retry")
+
+    def reconcile(self, triggers: set[str]) -> None:
+        """One level-triggered pass: desired state from all records, diff, apply."""
+        assert self.own is not None
+        started = time.perf_counter()
+        if "resync" in triggers:
+            self._kernel_state = None
+            self._local = None
+        local = self._local_networks()
+        validation = validate_peers(self.records, self.own, self.cluster_cidrs, local, self.backend)
+        self._report_refusals(validation.refusals)
+        desired = BACKENDS[self.backend].desired_routes(validation.accepted, local)
+        if self._kernel_state is None:
+            self._kernel_state = self.kernel.read_state()
+        plan = plan_changes(desired, self._kernel_state)
+        if plan:
+            refused = self.kernel.apply(plan)
+            self._log_plan(plan, refused)
+            apply_plan_to_state(plan, self._kernel_state, set(refused), self.settings.protocol)
+            self.metrics.route_changes.labels("add").inc(len(plan.add_routes))
+            self.metrics.route_changes.labels("replace").inc(len(plan.replace_routes))
+            self.metrics.route_changes.labels("delete").inc(len(plan.delete_routes))
+            if refused:
+                self.metrics.kernel_errors.inc(len(refused))
+                self._kernel_state = None
+                asyncio.get_running_loop().call_later(
+                    self.settings.retry_seconds, self.mark, "retry"
+                )
+        self.passes += 1
+        for trigger in triggers:
+            self.metrics.reconciles.labels(trigger).inc()
+        self.metrics.peers.labels("accepted").set(len(validation.accepted))
+        self.metrics.peers.labels("refused").set(len(validation.refusals))
+        self.metrics.routes.set(len(self._kernel_state.routes) if self._kernel_state else 0)
+        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        self._last_pass_ok = time.monotonic()
+        self._last_error = None
+
+    def _local_networks(self) -> list[LocalNetwork]:
+        if self._local is None:
+            self._local = self.kernel.local_networks()
+        return self._local
+
+    def _report_refusals(self, refusals: list[Any]) -> None:
+        current = {(r.key, r.detail) for r in refusals}
+        for refusal in refusals:
+            if (refusal.key, refusal.detail) not in self._reported:
+                log.warning("%s", refusal.log_line())
+                self.metrics.refused.labels(refusal.reason).inc()
+        self._reported = current
+
+    def _log_plan(self, plan: Any, refused: dict[Any, Any]) -> None:
+        changes = len(plan.add_routes) + len(plan.replace_routes) + len(plan.delete_routes)
+        if changes > DETAILED_LOG_LIMIT:
+            log.info("routes changed: %s", plan.summary())
+            return
+        for destination, _, route in plan.add_routes:
+            if destination not in refused:
+                log.info("route added: %s via %s (node %s)", destination, route.gateway, route.node)
+        for destination, _, route in plan.replace_routes:
+            log.info(
+                "route re-pointed: %s via %s (node %s)", destination, route.gateway, route.node
+            )
+        for route in plan.delete_routes:
+            log.info("route removed: %s (no valid peer record holds it)", route.destination)
+        for destination, error in refused.items():
+            log.warning("route %s not installed: %s", destination, error.strerror)
+
+    async def _watch_loop(self) -> None:
+        backoff = self.settings.retry_seconds
+        while True:
+            try:
+                self.metrics.datastore_up.set(1)
+                async for changes in self.datastore.watch(self.revision):
+                    for change in changes:
+                        if change.record is None:
+                            self.records.pop(change.key, None)
+                        else:
+                            self.records[change.key] = change.record
+                        self.revision = max(self.revision, change.revision)
+                    self.mark("datastore")
+                    backoff = self.settings.retry_seconds
+            except HistoryCompacted:
+                log.warning(
+                    "datastore history after revision %d was compacted; relisting", self.revision
+                )
+                await self._relist()
+            except DatastoreError as exc:
+                self.metrics.datastore_up.set(0)
+                self.metrics.datastore_errors.inc()
+                log.warning(
+                    "%s; keeping the last %d records and routes, retrying in %.1fs",
+                    exc,
+                    len(self.records),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _relist(self) -> None:
+        snapshot = await self.datastore.list()
+        self.records, self.revision = dict(snapshot.records), snapshot.revision
+        self.mark("relist")
+
+    async def _netlink_loop(self) -> None:
+        sock = netlink.subscribe_events()
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(sock.fileno(), readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                relevant = False
+                while True:
+                    try:
+                        data = sock.recv(netlink.RCVBUF)
+                    except BlockingIOError:
+                        break
+                    except OSError:  # ENOBUFS: events were lost; assume the worst
+                        relevant = True
+                        continue
+                    relevant = relevant or netlink.event_needs_reconcile(
+                        data, self.settings.protocol
+                    )
+                if relevant:
+                    self._kernel_state = None
+                    self._local = None
+                    self.mark("kernel")
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.mark("resync")
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.renew_seconds)
+            try:
+                await self.datastore.renew()
+            except DatastoreError as exc:
+                log.warning("could not renew this node's lease: %s; retrying", exc)
+                await asyncio.sleep(
+                    min(self.settings.retry_seconds * 5, self.settings.renew_seconds)
+                )
+
+    def health(self) -> tuple[bool, str]:
+        if self._last_error:
+            return False, self._last_error
+        if not self._last_pass_ok:
+            return False, "starting"
+        stale = time.monotonic() - self._last_pass_ok > 3 * self.settings.resync_seconds + 5
+        if stale:
+            return False, "no reconcile pass for too long"
+        datastore = "up" if self.metrics.datastore_up._value.get() else "unreachable"
+        return True, f"ok (datastore {datastore}, {self.passes} passes)"
+
+
+def _pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:
+    """Without --node-ip: the addresses of the one interface that has global addresses."""
+    interfaces = {network.ifname for network in local}
+    if len(interfaces) != 1:
+        raise PlainnetError(
+            "cannot tell which address is this node's: interfaces "
+            f"{', '.join(sorted(interfaces)) or '(none)'} have addresses; pass --node-ip"
+        )
+    addresses: dict[int, IPAddress] = {}
+    for network in local:
+        addresses.setdefault(network.address.version, network.address)
+    return tuple(addresses[v] for v in sorted(addresses))
+
+
+def run_agent(settings: AgentSettings, datastore: Datastore) -> None:
+    """Run until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Agent(settings, datastore).run(stop)
+
+    asyncio.run(main())

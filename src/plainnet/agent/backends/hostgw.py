@@ -1,0 +1,34 @@
+"""host-gw: every peer's pod subnet is routed via that peer's node address.
+
+The simplest mechanism that works when all nodes share one L2 segment (scenario 1):
+plain kernel routes, no encapsulation, nothing but the kernel in the data path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from plainnet.agent.reconcile import DesiredRoute
+from plainnet.agent.validation import LocalNetwork, on_link_network
+from plainnet.datastore.records import PeerRecord
+from plainnet.ipam.types import IPNetwork
+
+NAME = "host-gw"
+
+
+def desired_routes(
+    peers: Iterable[PeerRecord], local: list[LocalNetwork]
+) -> dict[IPNetwork, DesiredRoute]:
+    """``peer subnet via peer address dev <on-link interface>`` for every subnet of every
+    (validated) peer."""
+    routes: dict[IPNetwork, DesiredRoute] = {}
+    for peer in peers:
+        for subnet in peer.subnets:
+            gateway = peer.address_for(subnet.version)
+            if gateway is None:
+                continue
+            network = on_link_network(gateway, local)
+            if network is None:
+                continue
+            routes[subnet] = DesiredRoute(subnet, gateway, network.ifindex, peer.node)
+    return routes

@@ -1,0 +1,85 @@
+"""Prometheus metrics and the agent's small HTTP endpoint (``/metrics``, ``/healthz``).
+
+The endpoint is served on the agent's own asyncio loop (prometheus-client's threaded
+server would not know whether the loop is alive; ``/healthz`` must).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.refused = Counter(
+            "plainnet_peer_records_refused",
+            "Peer records refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.peers = Gauge("plainnet_peers", "Peer records by state", ["state"], registry=r)
+        self.routes = Gauge("plainnet_routes", "plainnet routes in the kernel", registry=r)
+        self.route_changes = Counter(
+            "plainnet_route_changes", "Route changes made", ["operation"], registry=r
+        )
+        self.reconciles = Counter(
+            "plainnet_reconciles", "Reconcile passes, by trigger", ["trigger"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "plainnet_reconcile_seconds",
+            "Duration of one reconcile pass",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.datastore_up = Gauge(
+            "plainnet_datastore_up", "1 while the datastore watch runs", registry=r
+        )
+        self.datastore_errors = Counter(
+            "plainnet_datastore_errors", "Datastore failures", registry=r
+        )
+        self.kernel_errors = Counter(
+            "plainnet_kernel_errors", "Kernel requests refused", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve_http(
+    host: str, port: int, metrics: AgentMetrics, healthy: Callable[[], tuple[bool, str]]
+) -> asyncio.Server:
+    """Serve GET /metrics and /healthz on ``host:port``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else "/"
+            if path == "/metrics":
+                status, body, kind = "200 OK", metrics.render(), CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                ok, reason = healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                body, kind = (reason + "\n").encode(), "text/plain"
+            else:
+                status, body, kind = "404 Not Found", b"not found\n", "text/plain"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: "
+                f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)

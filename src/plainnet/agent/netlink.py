@@ -1,0 +1,413 @@
+"""A lean, batched rtnetlink path for the agent's bulk work: routes and nexthop objects.
+
+Why not pyroute2 for this part (it is used everywhere else): measured on this kind of
+machine, pyroute2 0.9 costs ~0.3 ms per request and ~1.7 s to dump 20,000 routes, and
+it has no support for kernel nexthop objects. The agent needs all three at scale:
+
+- **nexthop objects** (``ip nexthop``, Linux >= 5.3): one per peer gateway, and each
+  pod-subnet route points at one by id (``RTA_NH_ID``). The kernel's cost of inserting
+  a route that carries its own gateway grows with the routes already present (every
+  distinct gateway is a new ``fib_info``); routes by nexthop id stay linear.
+- **batches**: up to :data:`BATCH` requests are packed into one ``sendmsg`` and their
+  acknowledgements read back in one go. Each request asks for an ACK so every failure
+  is seen and attributed; ``NETLINK_CAP_ACK`` keeps ACKs small, and a batch never
+  holds more ACKs than the receive buffer fits.
+- **kernel-side filtering**: with ``NETLINK_GET_STRICT_CHK`` a route dump asks only for
+  plainnet's protocol in the main table, so the agent never parses other routes.
+
+Messages are packed with :mod:`struct`. Only the few message types and attributes
+plainnet uses are understood; everything else in a dump is skipped.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from plainnet.ipam.types import IPAddress, IPNetwork
+
+# netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/nexthop.h)
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFLA_IFNAME, IFLA_MTU = 3, 4
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE, RTA_NH_ID = 1, 4, 5, 15, 30
+NHA_ID, NHA_OIF, NHA_GATEWAY = 1, 5, 6
+RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_UNIVERSE = 254, 1, 0
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP, NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK = 1, 10, 12
+RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE = 1, 5, 7
+RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE, RTNLGRP_NEXTHOP = 9, 11, 32
+
+NLMSGHDR = struct.Struct("=IHHII")
+RTMSG = struct.Struct("=BBBBBBBBI")
+NHMSG = struct.Struct("=BBBBI")
+IFADDRMSG = struct.Struct("=BBBBI")
+IFINFOMSG = struct.Struct("=BxHiII")
+RTATTR = struct.Struct("=HH")
+U32 = struct.Struct("=I")
+NLMSGERR = struct.Struct("=i")
+
+#: Requests per sendmsg. Each is acknowledged (20 + 16 bytes with NETLINK_CAP_ACK),
+#: so a batch's ACKs fit the receive buffer many times over.
+BATCH = 500
+RCVBUF = 8 * 1024 * 1024
+
+FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+class NetlinkRequestError(OSError):
+    """The kernel refused one request of a batch."""
+
+    def __init__(self, code: int, what: str) -> None:
+        super().__init__(code, f"{what}: {os.strerror(code)}")
+        self.what = what
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    """A route as plainnet reads it back (main table, plainnet's protocol)."""
+
+    destination: IPNetwork
+    nexthop_id: int | None
+    gateway: IPAddress | None
+    oif: int | None
+
+
+@dataclass(frozen=True)
+class InterfaceAddress:
+    ifindex: int
+    address: IPAddress
+    prefixlen: int
+    scope: int
+
+
+@dataclass(frozen=True)
+class KernelNexthop:
+    id: int
+    gateway: IPAddress | None
+    oif: int | None
+    protocol: int
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = RTATTR.size + len(payload)
+    return RTATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+
+
+def route_body(destination: IPNetwork, protocol: int, nexthop_id: int) -> bytes:
+    header = RTMSG.pack(
+        FAMILY[destination.version],
+        destination.prefixlen,
+        0,
+        0,
+        RT_TABLE_MAIN,
+        protocol,
+        RT_SCOPE_UNIVERSE,
+        RTN_UNICAST,
+        0,
+    )
+    return (
+        header
+        + _attr(RTA_DST, destination.network_address.packed)
+        + _attr(RTA_NH_ID, U32.pack(nexthop_id))
+    )
+
+
+def route_delete_body(route: KernelRoute, protocol: int) -> bytes:
+    header = RTMSG.pack(
+        FAMILY[route.destination.version],
+        route.destination.prefixlen,
+        0,
+        0,
+        RT_TABLE_MAIN,
+        protocol,
+        RT_SCOPE_UNIVERSE,
+        RTN_UNICAST,
+        0,
+    )
+    return header + _attr(RTA_DST, route.destination.network_address.packed)
+
+
+def nexthop_body(
+    nexthop_id: int,
+    gateway: IPAddress | None,
+    oif: int | None,
+    protocol: int,
+    family: int | None = None,
+) -> bytes:
+    if family is None:
+        family = FAMILY[gateway.version] if gateway is not None else socket.AF_UNSPEC
+    body = NHMSG.pack(family, RT_SCOPE_UNIVERSE, protocol, 0, 0) + _attr(
+        NHA_ID, U32.pack(nexthop_id)
+    )
+    if oif is not None:
+        body += _attr(NHA_OIF, U32.pack(oif))
+    if gateway is not None:
+        body += _attr(NHA_GATEWAY, gateway.packed)
+    return body
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, memoryview]]:
+    """(type, flags, seq, body) of every netlink message in ``data``."""
+    view = memoryview(data)
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size:
+            break
+        yield kind, flags, seq, view[offset + NLMSGHDR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def iter_attrs(body: memoryview, offset: int) -> Iterator[tuple[int, memoryview]]:
+    while offset + RTATTR.size <= len(body):
+        length, kind = RTATTR.unpack_from(body, offset)
+        if length < RTATTR.size:
+            break
+        yield kind & 0x3FFF, body[offset + RTATTR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def parse_route(body: memoryview) -> tuple[int, int, KernelRoute] | None:
+    """(protocol, table, route) of an RTM_NEWROUTE body, or None for a non-unicast one."""
+    family, dst_len, _, _, table, protocol, _, rtype, _ = RTMSG.unpack_from(body, 0)
+    if rtype != RTN_UNICAST or family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    size = 4 if family == socket.AF_INET else 16
+    dst = bytes(size)
+    nexthop_id = gateway = oif = None
+    for kind, payload in iter_attrs(body, RTMSG.size):
+        if kind == RTA_DST:
+            dst = bytes(payload)
+        elif kind == RTA_NH_ID:
+            nexthop_id = U32.unpack_from(payload)[0]
+        elif kind == RTA_GATEWAY:
+            gateway = ip_address(bytes(payload))
+        elif kind == RTA_OIF:
+            oif = U32.unpack_from(payload)[0]
+        elif kind == RTA_TABLE:
+            table = U32.unpack_from(payload)[0]
+    network_type = IPv4Network if family == socket.AF_INET else IPv6Network
+    destination = network_type((int.from_bytes(dst, "big"), dst_len))
+    return protocol, table, KernelRoute(destination, nexthop_id, gateway, oif)
+
+
+def parse_nexthop(body: memoryview) -> KernelNexthop | None:
+    _, _, protocol, _, _ = NHMSG.unpack_from(body, 0)
+    nexthop_id = gateway = oif = None
+    for kind, payload in iter_attrs(body, NHMSG.size):
+        if kind == NHA_ID:
+            nexthop_id = U32.unpack_from(payload)[0]
+        elif kind == NHA_GATEWAY:
+            gateway = ip_address(bytes(payload))
+        elif kind == NHA_OIF:
+            oif = U32.unpack_from(payload)[0]
+    if nexthop_id is None:
+        return None
+    return KernelNexthop(nexthop_id, gateway, oif, protocol)
+
+
+# --- the socket ------------------------------------------------------------------------
+
+
+class RouteSocket:
+    """A NETLINK_ROUTE socket for dumps and batched changes, in the calling process's
+    network namespace."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+        )
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        self.sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RouteSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, memoryview]]:
+        seq = self._next_seq()
+        self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body))
+        while True:
+            data = self.sock.recv(RCVBUF)
+            for msg_kind, _, msg_seq, msg_body in iter_messages(data):
+                if msg_seq != seq:
+                    continue
+                if msg_kind == NLMSG_DONE:
+                    return
+                if msg_kind == NLMSG_ERROR:
+                    code = -NLMSGERR.unpack_from(msg_body)[0]
+                    if code == errno_codes.EINTR:  # dump interrupted by a change: retry
+                        yield from self._dump(kind, body)
+                        return
+                    if code:
+                        raise NetlinkRequestError(code, f"dump {kind}")
+                    return
+                yield msg_kind, msg_body
+
+    def routes(self, version: int, protocol: int) -> list[KernelRoute]:
+        """Routes of ``protocol`` in the main table, filtered by the kernel."""
+        request = RTMSG.pack(FAMILY[version], 0, 0, 0, RT_TABLE_MAIN, protocol, 0, 0, 0)
+        found = []
+        for kind, body in self._dump(RTM_GETROUTE, request):
+            if kind != RTM_NEWROUTE:
+                continue
+            parsed = parse_route(body)
+            if parsed and parsed[0] == protocol and parsed[1] == RT_TABLE_MAIN:
+                found.append(parsed[2])
+        return found
+
+    def nexthops(self) -> list[KernelNexthop]:
+        """Every nexthop object of this namespace (any protocol: ids are shared)."""
+        request = NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        found = []
+        try:
+            for kind, body in self._dump(RTM_GETNEXTHOP, request):
+                if kind == RTM_NEWNEXTHOP and (nexthop := parse_nexthop(body)):
+                    found.append(nexthop)
+        except NetlinkRequestError as exc:
+            if exc.errno in (errno_codes.EOPNOTSUPP, errno_codes.EINVAL):
+                return []
+            raise
+        return found
+
+    def addresses(self) -> list[InterfaceAddress]:
+        """Every interface address of this namespace."""
+        found = []
+        for kind, body in self._dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            if kind != RTM_NEWADDR:
+                continue
+            _, prefixlen, _, scope, index = IFADDRMSG.unpack_from(body, 0)
+            attrs = dict(iter_attrs(body, IFADDRMSG.size))
+            raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
+            if raw is not None:
+                found.append(InterfaceAddress(index, ip_address(bytes(raw)), prefixlen, scope))
+        return found
+
+    def links(self) -> dict[int, tuple[str, int]]:
+        """ifindex -> (name, MTU) of every interface of this namespace."""
+        found = {}
+        for kind, body in self._dump(RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            if kind != RTM_NEWLINK:
+                continue
+            index = IFINFOMSG.unpack_from(body, 0)[2]
+            attrs = dict(iter_attrs(body, IFINFOMSG.size))
+            name = bytes(attrs.get(IFLA_IFNAME, b"?")).rstrip(b"\0").decode()
+            mtu = U32.unpack_from(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
+            found[index] = (name, mtu)
+        return found
+
+    def apply(
+        self, requests: Sequence[tuple[int, int, bytes, str]], ignore: frozenset[int] = frozenset()
+    ) -> list[NetlinkRequestError]:
+        """Send ``(type, flags, body, description)`` requests in batches; return the
+        failures (errno not in ``ignore``) in request order. Never raises for one."""
+        failures: list[NetlinkRequestError] = []
+        for start in range(0, len(requests), BATCH):
+            chunk = requests[start : start + BATCH]
+            first_seq = self._seq + 1
+            buffer = b"".join(
+                _message(kind, flags | NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), body)
+                for kind, flags, body, _ in chunk
+            )
+            self.sock.send(buffer)
+            pending = len(chunk)
+            while pending:
+                data = self.sock.recv(RCVBUF)
+                for kind, _, seq, body in iter_messages(data):
+                    if kind != NLMSG_ERROR:
+                        continue
+                    pending -= 1
+                    code = -NLMSGERR.unpack_from(body)[0]
+                    if code and code not in ignore:
+                        what = chunk[(seq - first_seq) & 0xFFFFFFFF][3]
+                        failures.append(NetlinkRequestError(code, what))
+        return failures
+
+
+def subscribe_events() -> socket.socket:
+    """A non-blocking socket that receives link, address, route and nexthop changes."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+    )
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.bind((0, 0))
+    for group in (
+        RTNLGRP_LINK,
+        RTNLGRP_IPV4_IFADDR,
+        RTNLGRP_IPV6_IFADDR,
+        RTNLGRP_IPV4_ROUTE,
+        RTNLGRP_IPV6_ROUTE,
+        RTNLGRP_NEXTHOP,
+    ):
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+    sock.setblocking(False)
+    return sock
+
+
+def event_needs_reconcile(data: bytes, protocol: int) -> bool:
+    """Whether a batch of netlink notifications can have changed what the agent must
+    do: one of its routes or nexthops removed, or a link or address changed (on-link
+    decisions depend on them). Its own additions are not a reason to look again."""
+    for kind, _, _, body in iter_messages(data):
+        if kind in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR):
+            return True
+        if kind == RTM_DELROUTE and len(body) >= RTMSG.size and body[5] == protocol:
+            return True
+        if kind == RTM_DELNEXTHOP and len(body) >= NHMSG.size and body[2] == protocol:
+            return True
+        if kind == RTM_NEWROUTE and len(body) >= RTMSG.size and body[5] != protocol:
+            # someone else's route may now shadow or collide with a pod subnet
+            parsed = parse_route(body)
+            if parsed and parsed[1] == RT_TABLE_MAIN and parsed[2].destination.prefixlen:
+                return True
+    return False
+
+
+__all__ = [
+    "KernelNexthop",
+    "KernelRoute",
+    "NetlinkRequestError",
+    "RouteSocket",
+    "event_needs_reconcile",
+    "nexthop_body",
+    "route_body",
+    "route_delete_body",
+    "subscribe_events",
+]

@@ -1,0 +1,62 @@
+"""The facts this node publishes for the CNI plugin: ``<run dir>/subnet.json``.
+
+The plugin reads it to learn the node's pod subnet(s), the cluster CIDR(s) (traffic
+leaving them is masqueraded) and the MTU for pod interfaces. It is written atomically
+(temporary file, fsync, rename), so a reader never sees half of it. The agent also
+reads its own previous file at start, to reclaim the subnet it had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from ipaddress import ip_network
+from pathlib import Path
+
+from plainnet.ipam.types import IPNetwork
+
+FILE_NAME = "subnet.json"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    node: str
+    cluster_cidrs: tuple[IPNetwork, ...]
+    subnets: tuple[IPNetwork, ...]
+    mtu: int
+    backend: str
+
+
+def write_node_state(run_dir: Path, state: NodeState) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / FILE_NAME
+    tmp = path.with_suffix(".tmp")
+    document = {
+        "node": state.node,
+        "cluster_cidrs": [str(c) for c in state.cluster_cidrs],
+        "subnets": [str(s) for s in state.subnets],
+        "mtu": state.mtu,
+        "backend": state.backend,
+    }
+    with tmp.open("w") as out:
+        json.dump(document, out, indent=1)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    return path
+
+
+def read_node_state(run_dir: Path) -> NodeState | None:
+    try:
+        document = json.loads((run_dir / FILE_NAME).read_text())
+        return NodeState(
+            node=document["node"],
+            cluster_cidrs=tuple(ip_network(c) for c in document["cluster_cidrs"]),
+            subnets=tuple(ip_network(s) for s in document["subnets"]),
+            mtu=int(document["mtu"]),
+            backend=document["backend"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,133 @@
+"""The difference between the routes the agent wants and those the kernel holds. Pure.
+
+Kernel layout: one nexthop object per (gateway, device) — ``ip nexthop`` with
+plainnet's protocol — and one route per peer subnet pointing at it by id. The diff
+works on sets and dicts, never on nested scans, so it is O(n) in the number of routes.
+
+Order of a :class:`Plan` when applied: create nexthops, add or re-point routes, delete
+routes, delete nexthops — a route moving to a new gateway is never without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from plainnet.agent.netlink import KernelNexthop, KernelRoute
+from plainnet.ipam.types import IPAddress, IPNetwork
+
+#: Nexthop ids plainnet picks start here ("PN" in the high half). Ids are shared by
+#: everything in a namespace, so a new id is always checked against all existing ones.
+NEXTHOP_ID_BASE = 0x504E0000
+
+NexthopKey = tuple[IPAddress, int]  # (gateway, ifindex)
+
+
+@dataclass(frozen=True)
+class DesiredRoute:
+    destination: IPNetwork
+    gateway: IPAddress
+    ifindex: int
+    node: str  # for log lines
+
+    @property
+    def nexthop(self) -> NexthopKey:
+        return (self.gateway, self.ifindex)
+
+
+@dataclass
+class KernelState:
+    """What the kernel holds that is plainnet's (plus every nexthop id in use)."""
+
+    routes: dict[IPNetwork, KernelRoute] = field(default_factory=dict)
+    nexthops: dict[int, KernelNexthop] = field(default_factory=dict)  # ours, by id
+    used_nexthop_ids: set[int] = field(default_factory=set)  # everyone's
+
+
+@dataclass
+class Plan:
+    create_nexthops: list[tuple[int, IPAddress, int]] = field(default_factory=list)
+    add_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
+    replace_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
+    delete_routes: list[KernelRoute] = field(default_factory=list)
+    delete_nexthops: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.create_nexthops,
+                self.add_routes,
+                self.replace_routes,
+                self.delete_routes,
+                self.delete_nexthops,
+            )
+        )
+
+    def summary(self) -> str:
+        return (
+            f"+{len(self.add_routes)} routes, ~{len(self.replace_routes)} re-pointed, "
+            f"-{len(self.delete_routes)} routes, +{len(self.create_nexthops)}/"
+            f"-{len(self.delete_nexthops)} nexthops"
+        )
+
+
+def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState) -> Plan:
+    plan = Plan()
+    # Reuse one of our nexthops per (gateway, device); extra copies go.
+    nexthop_ids: dict[NexthopKey, int] = {}
+    for nexthop in sorted(kernel.nexthops.values(), key=lambda n: n.id):
+        key = (nexthop.gateway, nexthop.oif)
+        if nexthop.gateway is None or nexthop.oif is None or key in nexthop_ids:
+            plan.delete_nexthops.append(nexthop.id)
+        else:
+            nexthop_ids[key] = nexthop.id  # type: ignore[index]
+    needed = {route.nexthop for route in desired.values()}
+    free_ids = _free_ids(kernel.used_nexthop_ids)
+    for key in sorted(needed - nexthop_ids.keys(), key=lambda k: (k[0].version, k[0], k[1])):
+        new_id = next(free_ids)
+        plan.create_nexthops.append((new_id, key[0], key[1]))
+        nexthop_ids[key] = new_id
+    for key, nexthop_id in nexthop_ids.items():
+        if key not in needed and nexthop_id not in plan.delete_nexthops:
+            plan.delete_nexthops.append(nexthop_id)
+
+    for destination, route in desired.items():
+        want = nexthop_ids[route.nexthop]
+        have = kernel.routes.get(destination)
+        if have is None:
+            plan.add_routes.append((destination, want, route))
+        elif have.nexthop_id != want:
+            plan.replace_routes.append((destination, want, route))
+    plan.delete_routes = [r for d, r in kernel.routes.items() if d not in desired]
+    return plan
+
+
+def _free_ids(used: set[int]) -> Iterator[int]:
+    """Ids nobody uses, in order from :data:`NEXTHOP_ID_BASE`: one pass for a whole plan."""
+    candidate = NEXTHOP_ID_BASE
+    while candidate <= 0xFFFFFFFF:
+        if candidate not in used:
+            yield candidate
+        candidate += 1
+
+
+def apply_plan_to_state(
+    plan: Plan, kernel: KernelState, failed: set[IPNetwork], protocol: int
+) -> None:
+    """Update a cached :class:`KernelState` with what a successfully applied plan did,
+    so the next pass can diff without a dump. ``failed`` routes are left out."""
+    for nexthop_id, gateway, ifindex in plan.create_nexthops:
+        kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol)
+        kernel.used_nexthop_ids.add(nexthop_id)
+    for destination, nexthop_id, route in plan.add_routes + plan.replace_routes:
+        if destination not in failed:
+            kernel.routes[destination] = KernelRoute(
+                destination, nexthop_id, route.gateway, route.ifindex
+            )
+    for route in plan.delete_routes:
+        kernel.routes.pop(route.destination, None)
+    for nexthop_id in plan.delete_nexthops:
+        kernel.nexthops.pop(nexthop_id, None)
+        kernel.used_nexthop_ids.discard(nexthop_id)
+        for destination in [d for d, r in kernel.routes.items() if r.nexthop_id == nexthop_id]:
+            del kernel.routes[destination]  # the kernel drops routes with their nexthop

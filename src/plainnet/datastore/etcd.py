@@ -1,0 +1,303 @@
+"""The etcd v3 datastore, in Flannel's format (:mod:`plainnet.datastore.flannel_format`).
+
+Client library: **aetcd** (asyncio, gRPC; maintained fork of python-etcd3). Compared
+with etcd3gw (HTTP to etcd's grpc-gateway, synchronous, long-poll watches): aetcd gives
+native gRPC watch streams whose responses carry every event, reports a compacted
+start revision as a typed error, and fits the agent's asyncio loop without threads.
+python-etcd3 itself is unmaintained since 2020 and breaks on current protobuf.
+
+- ``claim``: a restarted node first looks for its own lease (by plainnet node name, or
+  by public address as Flannel does) and re-attaches it to a fresh etcd lease; else it
+  takes the next free subnet with a transaction that succeeds only if the key does not
+  exist yet — of two nodes racing for one subnet, exactly one wins; the loser takes
+  the next. The first subnet of the network is never handed out (Flannel's
+  ``SubnetMin`` default), so both allocate from the same range.
+- ``watch``: resumes at the revision after the last one seen and hands over every
+  event of every response; a compacted revision becomes :class:`HistoryCompacted`
+  and the agent relists.
+- ``renew``: a keep-alive on the etcd lease; if the lease is gone (etcd was away
+  longer than the TTL) the record is put back under a new lease, if still free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.exceptions
+import aetcd.transactions
+
+from plainnet.datastore import flannel_format as fmt
+from plainnet.datastore.records import (
+    Change,
+    DatastoreError,
+    HistoryCompacted,
+    NodeClaim,
+    PeerRecord,
+    Record,
+    Snapshot,
+)
+from plainnet.ipam.errors import IpamError
+from plainnet.ipam.node_subnets import NodeSubnetAllocator
+from plainnet.ipam.types import IPNetwork
+
+log = logging.getLogger("plainnet.datastore.etcd")
+
+#: How often a node may lose a race for a free subnet before it gives up.
+CLAIM_ATTEMPTS = 64
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    return (aetcd.exceptions.ClientError, ConnectionError, OSError)
+
+
+class EtcdDatastore:
+    def __init__(
+        self,
+        endpoint: str,
+        prefix: str = fmt.DEFAULT_PREFIX,
+        ttl_seconds: int = fmt.DEFAULT_TTL_SECONDS,
+        timeout: float = 5.0,
+    ) -> None:
+        url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if not url.hostname:
+            raise DatastoreError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+        self.endpoint = endpoint
+        self.prefix = prefix.rstrip("/")
+        self.ttl_seconds = ttl_seconds
+        self.client = aetcd.Client(
+            host=url.hostname, port=url.port or 2379, timeout=int(timeout) or 1
+        )
+        self._subnets_prefix = f"{self.prefix}/subnets/"
+        self._own: PeerRecord | None = None
+        self._claim: NodeClaim | None = None
+        self._lease_id: int | None = None
+
+    # --- plumbing --------------------------------------------------------------------
+
+    async def _call(self, what: str, coroutine: Any) -> Any:
+        try:
+            return await coroutine
+        except aetcd.exceptions.RevisionCompactedError as exc:
+            raise HistoryCompacted(str(exc)) from None
+        except _client_errors() as exc:
+            raise DatastoreError(f"etcd {self.endpoint}: {what} failed: {exc}") from None
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        except _client_errors():
+            pass
+
+    def _record(self, kv: Any) -> Record:
+        key = kv.key.decode()
+        return fmt.parse_lease(key, key[len(self._subnets_prefix) :], kv.value, kv.create_revision)
+
+    # --- network config --------------------------------------------------------------
+
+    async def network_config(self) -> fmt.FlannelNetworkConfig:
+        key = f"{self.prefix}/config"
+        result = await self._call("read network config", self.client.get(key.encode()))
+        if result is None:
+            raise DatastoreError(
+                f"etcd {self.endpoint}: no network config at {key}; write one with "
+                f"`plainnet etcd init --cluster-cidr ...`"
+            )
+        try:
+            return fmt.parse_config(result.value.decode())
+        except (ValueError, KeyError) as exc:
+            raise DatastoreError(f"etcd {self.endpoint}: network config at {key}: {exc}") from None
+
+    async def put_network_config(self, text: str) -> None:
+        await self._call(
+            "write network config", self.client.put(f"{self.prefix}/config".encode(), text.encode())
+        )
+
+    # --- list and watch --------------------------------------------------------------
+
+    async def list(self) -> Snapshot:
+        result = await self._call(
+            "list leases", self.client.get_prefix(self._subnets_prefix.encode())
+        )
+        records = {}
+        for kv in result:
+            record = self._record(kv)
+            records[record.key] = record
+        return Snapshot(records, result.header.revision)
+
+    async def watch(self, after: int) -> AsyncIterator[list[Change]]:
+        """Batches of changes: everything the stream has delivered when the agent asks,
+        so a burst arriving together is handed over together."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        watch = await self._call(
+            "watch leases",
+            self.client.watch_prefix(self._subnets_prefix.encode(), start_revision=after + 1),
+        )
+
+        async def pump() -> None:
+            try:
+                async for event in watch:
+                    queue.put_nowait(event)
+                queue.put_nowait(DatastoreError(f"etcd {self.endpoint}: watch ended"))
+            except BaseException as exc:
+                queue.put_nowait(exc)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                changes: list[Change] = []
+                for item in batch:
+                    if isinstance(item, BaseException):
+                        if changes:
+                            yield changes
+                        if isinstance(item, aetcd.exceptions.RevisionCompactedError):
+                            raise HistoryCompacted(str(item))
+                        if isinstance(item, DatastoreError):
+                            raise item
+                        raise DatastoreError(f"etcd {self.endpoint}: watch failed: {item}")
+                    key = item.kv.key.decode()
+                    record = self._record(item.kv) if item.kind == "PUT" else None
+                    changes.append(Change(key, record, item.kv.mod_revision))
+                if changes:
+                    yield changes
+        finally:
+            pumping.cancel()
+            try:
+                await watch.cancel()
+            except Exception:
+                pass
+
+    # --- this node's record ------------------------------------------------------------
+
+    async def claim(self, claim: NodeClaim) -> PeerRecord:
+        config = await self.network_config()
+        self._claim = claim
+        for _ in range(CLAIM_ATTEMPTS):
+            allocator = NodeSubnetAllocator(config.cluster_cidrs, config.node_prefixes)
+            snapshot = await self.list()
+            own = self._find_own(snapshot, claim, allocator)
+            if own is not None:
+                if await self._put(own.key, claim, expect_mod=own.claimed_at, reuse=True):
+                    log.info("reclaimed %s for node %s", own.key, claim.node)
+                    return self._own_record(own.key, own.subnets, claim)
+                continue
+            for subnets in self._candidates(snapshot, claim, allocator):
+                key = self._subnets_prefix + fmt.subnet_key(subnets)
+                if await self._put(key, claim, expect_mod=None):
+                    log.info("claimed %s for node %s", key, claim.node)
+                    return self._own_record(key, subnets, claim)
+                break  # lost a race: look at the new state of things
+        raise DatastoreError(
+            f"etcd {self.endpoint}: could not claim a subnet for node "
+            f"{claim.node} after {CLAIM_ATTEMPTS} attempts"
+        )
+
+    def _find_own(
+        self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
+    ) -> PeerRecord | None:
+        families = {pool.version for pool in allocator.pools}
+        for record in snapshot.records.values():
+            if not isinstance(record, PeerRecord):
+                continue
+            mine = record.node == claim.node or (
+                bool(set(record.addresses) & set(claim.addresses))
+                and record.node in {str(a) for a in record.addresses}  # a Flannel-style lease
+            )
+            if (
+                mine
+                and {s.version for s in record.subnets} == families
+                and all(
+                    s.subnet_of(allocator.pool_for(s).cluster)
+                    for s in record.subnets  # type: ignore[arg-type]
+                )
+            ):
+                return record
+        return None
+
+    def _candidates(
+        self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
+    ) -> Any:
+        """Subnet tuples worth trying, best first: the previous subnets, then next free."""
+        for pool in allocator.pools:
+            first = pool.subnet_at(0)
+            pool.occupy(first)  # Flannel never hands out the first subnet either
+        for record in snapshot.records.values():
+            if isinstance(record, PeerRecord):
+                for subnet in record.subnets:
+                    try:
+                        allocator.pool_for(subnet).occupy(subnet)
+                    except IpamError:
+                        pass  # outside the network or overlapping: the agent reports it
+        previous = tuple(claim.previous_subnets)
+        if previous and {s.version for s in previous} == {p.version for p in allocator.pools}:
+            try:
+                allocator.occupy(previous)
+                yield previous
+            except IpamError:
+                pass
+        while True:
+            try:
+                yield allocator.allocate()
+            except IpamError as exc:
+                raise DatastoreError(f"no subnet for node {claim.node}: {exc}") from None
+
+    async def _put(
+        self, key: str, claim: NodeClaim, *, expect_mod: int | None, reuse: bool = False
+    ) -> bool:
+        lease = await self._call("grant lease", self.client.lease(self.ttl_seconds))
+        value = fmt.lease_value(claim.node, claim.addresses, claim.backend, claim.backend_data)
+        compare = (
+            [self.client.transactions.version(key.encode()) == 0]
+            if not reuse
+            else [self.client.transactions.create(key.encode()) == expect_mod]
+        )
+        put = aetcd.transactions.Put(key.encode(), value.encode(), lease=lease.id)
+        succeeded, _ = await self._call(
+            "claim subnet", self.client.transaction(compare=compare, success=[put], failure=[])
+        )
+        if not succeeded:
+            await self._call("revoke lease", self.client.revoke_lease(lease.id))
+            return False
+        if self._lease_id is not None and self._lease_id != lease.id:
+            try:
+                await self.client.revoke_lease(self._lease_id)
+            except _client_errors():
+                pass
+        self._lease_id = lease.id
+        return True
+
+    def _own_record(self, key: str, subnets: tuple[IPNetwork, ...], claim: NodeClaim) -> PeerRecord:
+        self._own = PeerRecord(
+            key=key,
+            node=claim.node,
+            subnets=subnets,
+            addresses=claim.addresses,
+            backend=claim.backend,
+            backend_data=claim.backend_data,
+        )
+        return self._own
+
+    async def renew(self) -> None:
+        if self._own is None or self._claim is None or self._lease_id is None:
+            raise DatastoreError("renew before claim")
+        reply = await self._call("renew lease", self.client.refresh_lease(self._lease_id))
+        if reply is not None and reply.TTL > 0:
+            return
+        log.warning("lease of %s expired; putting the record back", self._own.key)
+        if not await self._put(self._own.key, self._claim, expect_mod=None):
+            raise DatastoreError(
+                f"subnet {self._own.key} was taken by another node while "
+                f"this node's lease had expired"
+            )
+
+    async def release(self) -> None:
+        if self._lease_id is not None:
+            await self._call("revoke lease", self.client.revoke_lease(self._lease_id))
+            self._lease_id = None

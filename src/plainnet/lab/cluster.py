@@ -1,0 +1,329 @@
+"""A lab Kubernetes-style cluster network: etcd, one plainnet agent per node, pods.
+
+On top of a lab underlay (:mod:`plainnet.lab.builder`):
+
+- host ``etcd`` runs a real etcd server on its lab address; the network config is
+  written into it the way an operator would (``plainnet etcd init``);
+- every node host runs a real ``plainnet agent`` process in its own namespace, as on
+  a machine, with its own run directory (``/run/plainnet/labs/<lab>/<node>``) since
+  all lab nodes share this machine's filesystem;
+- every node gets a bridge ``cbr0`` holding the gateway address(es) of its subnet(s),
+  and pods: namespaces ``pn-<lab>-<node>-p<k>`` with a veth on ``cbr0``, an address
+  from the node subnet (through the IPAM file store) and default routes via the
+  gateway. This pod plumbing is a lab helper until the CNI plugin replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+
+from plainnet.agent.node_state import NodeState, read_node_state
+from plainnet.errors import PlainnetError
+from plainnet.ipam.file_store import FilePodAddressStore, store_directory
+from plainnet.ipam.pod_addresses import PodAddressAllocator, first_usable
+from plainnet.ipam.types import IPAddress
+from plainnet.lab import netns
+from plainnet.lab.builder import HOST_SYSCTLS, STATE_DIR, Lab
+from plainnet.lab.etcd_server import EtcdServer
+from plainnet.lab.topology import PREFIX, Host, Segment, Topology, segment_subnets
+
+ETCD_PORT = 2379
+BRIDGE = "cbr0"
+PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
+
+
+@dataclass
+class ClusterSpec:
+    name: str = "demo"
+    nodes: int = 3
+    pods_per_node: int = 2
+    cluster_cidrs: list[str] = field(default_factory=lambda: ["10.244.0.0/16", "fd00:10:244::/56"])
+    backend: str = "host-gw"
+    lease_ttl: int = 3600
+    resync_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    node: str
+    namespace: str
+    addresses: tuple[IPAddress, ...]
+
+
+def cluster_topology(spec: ClusterSpec) -> Topology:
+    ipv6 = any(ip_network(c).version == 6 for c in spec.cluster_cidrs)
+    return Topology(
+        name=spec.name,
+        segments=[Segment(name="lan", **segment_subnets(0, ipv6))],
+        hosts=[Host(name="etcd", segment="lan")]
+        + [Host(name=f"node{i}", segment="lan") for i in range(1, spec.nodes + 1)],
+    )
+
+
+class LabCluster:
+    def __init__(self, spec: ClusterSpec, state_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.lab = Lab(cluster_topology(spec), state_dir)
+        self.directory = self.lab.state_dir / spec.name
+        self.etcd: EtcdServer | None = None
+        self.agents: dict[str, subprocess.Popen[Any]] = {}
+        self.pods: list[Pod] = []
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"node{i}" for i in range(1, self.spec.nodes + 1)]
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{self.lab.host('etcd').ipv4}:{ETCD_PORT}"
+
+    def run_dir(self, node: str) -> Path:
+        return self.directory / node
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def up(self, timeout: float = 60) -> LabCluster:
+        self.lab.up()
+        try:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory.mkdir(parents=True)
+            self.start_etcd()
+            self.plainnet(
+                "node1",
+                "etcd",
+                "init",
+                "--etcd-endpoint",
+                self.etcd_endpoint,
+                *[arg for c in self.spec.cluster_cidrs for arg in ("--cluster-cidr", c)],
+                "--backend",
+                self.spec.backend,
+            )
+            for node in self.nodes:
+                self.start_agent(node)
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                state = self.wait_for_node_state(node, deadline)
+                self.make_bridge(node, state)
+                for k in range(1, self.spec.pods_per_node + 1):
+                    self.add_pod(node, f"p{k}", state)
+            self.save()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        self.lab.down()  # stops etcd and the agents: they run inside the lab's namespaces
+        for process in self.agents.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LabCluster:
+        return self.up()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()
+
+    def save(self) -> None:
+        record = {
+            "spec": asdict(self.spec),
+            "pods": [
+                {
+                    "name": p.name,
+                    "node": p.node,
+                    "namespace": p.namespace,
+                    "addresses": [str(a) for a in p.addresses],
+                }
+                for p in self.pods
+            ],
+        }
+        (self.directory / "cluster.json").write_text(json.dumps(record, indent=1))
+
+    @classmethod
+    def load(cls, name: str, state_dir: Path | None = None) -> LabCluster | None:
+        path = (state_dir or STATE_DIR) / name / "cluster.json"
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        cluster = cls(ClusterSpec(**record["spec"]), state_dir)
+        cluster.pods = [
+            Pod(p["name"], p["node"], p["namespace"], tuple(ip_address(a) for a in p["addresses"]))
+            for p in record["pods"]
+        ]
+        return cluster
+
+    # --- parts ----------------------------------------------------------------------------
+
+    def start_etcd(self) -> None:
+        etcd_host = self.lab.host("etcd")
+        self.etcd = EtcdServer(
+            host=str(etcd_host.ipv4),
+            client_port=ETCD_PORT,
+            data_dir=self.directory / "etcd",
+            spawn=partial(self.lab.popen, "etcd"),
+            namespace=etcd_host.namespace,
+        )
+        self.etcd.start()
+
+    def stop_etcd(self) -> None:
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    def plainnet(self, node: str, *args: str) -> str:
+        result = self.lab.run(node, [*PLAINNET, *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise PlainnetError(
+                f"plainnet {' '.join(args[:2])} on {node} failed: {result.stderr.strip()}"
+            )
+        return result.stdout
+
+    def agent_command(self, node: str) -> list[str]:
+        host = self.lab.host(node)
+        node_ips = [arg for a in host.addresses() for arg in ("--node-ip", str(a))]
+        return [
+            *PLAINNET,
+            "agent",
+            "--etcd-endpoint",
+            self.etcd_endpoint,
+            "--node-name",
+            node,
+            *node_ips,
+            "--run-dir",
+            str(self.run_dir(node)),
+            "--lease-ttl",
+            str(self.spec.lease_ttl),
+            "--resync",
+            str(self.spec.resync_seconds),
+            "--metrics",
+            "127.0.0.1:9158",
+        ]
+
+    def start_agent(self, node: str) -> subprocess.Popen[Any]:
+        self.run_dir(node).mkdir(parents=True, exist_ok=True)
+        log = (self.directory / f"{node}.agent.log").open("ab")
+        process = self.lab.popen(
+            node, self.agent_command(node), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        self.agents[node] = process
+        return process
+
+    def stop_agent(self, node: str, *, kill: bool = False) -> None:
+        process = self.agents.pop(node, None)
+        if process is None:
+            pids = netns.pids_inside(self.lab.host(node).namespace)
+            netns.stop_processes(pids)
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        process.wait(timeout=15)
+
+    def agent_log(self, node: str) -> str:
+        path = self.directory / f"{node}.agent.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait_for_node_state(self, node: str, deadline: float) -> NodeState:
+        while time.monotonic() < deadline:
+            state = read_node_state(self.run_dir(node))
+            if state is not None:
+                return state
+            process = self.agents.get(node)
+            if process is not None and process.poll() is not None:
+                raise PlainnetError(f"agent on {node} exited: {self.agent_log(node)[-500:]}")
+            time.sleep(0.05)
+        raise PlainnetError(
+            f"agent on {node} published no subnet in time: {self.agent_log(node)[-500:]}"
+        )
+
+    def make_bridge(self, node: str, state: NodeState) -> None:
+        """``cbr0`` with the gateway of each node subnet, as kubenet (and later the CNI
+        plugin) sets it up."""
+        with IPRoute(netns=self.lab.host(node).namespace) as ipr:
+            if not ipr.link_lookup(ifname=BRIDGE):
+                ipr.link("add", ifname=BRIDGE, kind="bridge", mtu=state.mtu)
+            index = ipr.link_lookup(ifname=BRIDGE)[0]
+            for subnet in state.subnets:
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(first_usable(subnet)),
+                    prefixlen=subnet.prefixlen,
+                    flags=IFA_F_NODAD,
+                )
+            ipr.link("set", index=index, state="up")
+
+    def add_pod(self, node: str, pod: str, state: NodeState) -> Pod:
+        namespace = f"{PREFIX}{self.spec.name}-{node}-{pod}"
+        netns.create(namespace)
+        netns.write_sysctls(namespace, HOST_SYSCTLS)
+        addresses = []
+        for subnet in state.subnets:
+            store = FilePodAddressStore(store_directory(self.run_dir(node) / "pods", subnet))
+            addresses.append(PodAddressAllocator(subnet, store).allocate(namespace, "eth0"))
+        port = f"veth-{pod}"
+        with IPRoute(netns=self.lab.host(node).namespace) as ipr:
+            ipr.link(
+                "add",
+                ifname=port,
+                kind="veth",
+                mtu=state.mtu,
+                peer={"ifname": "eth0", "net_ns_fd": namespace, "mtu": state.mtu},
+            )
+            ipr.link(
+                "set",
+                index=ipr.link_lookup(ifname=port)[0],
+                master=ipr.link_lookup(ifname=BRIDGE)[0],
+                state="up",
+            )
+        with IPRoute(netns=namespace) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            index = ipr.link_lookup(ifname="eth0")[0]
+            for address, subnet in zip(addresses, state.subnets, strict=True):
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(address),
+                    prefixlen=subnet.prefixlen,
+                    flags=IFA_F_NODAD,
+                )
+            ipr.link("set", index=index, state="up")
+            for subnet in state.subnets:
+                default = "0.0.0.0/0" if subnet.version == 4 else "::/0"
+                ipr.route("add", dst=default, gateway=str(first_usable(subnet)))
+        created = Pod(f"{node}-{pod}", node, namespace, tuple(addresses))
+        self.pods.append(created)
+        return created
+
+    def node_routes(self, node: str, version: int = 4) -> dict[str, str]:
+        """plainnet's routes on ``node`` as iproute2 shows them: destination -> gateway."""
+        output = self.lab.run(
+            node,
+            ["ip", f"-{version}", "route", "show", "proto", "158"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        routes = {}
+        for line in output.splitlines():
+            words = line.split()
+            if "via" in words:
+                routes[words[0]] = words[words.index("via") + 1]
+        return routes
