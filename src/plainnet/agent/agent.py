@@ -178,7 +178,7 @@ class Agent:
         ]
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks + [stopping]:
+        for task in [*tasks, stopping]:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):

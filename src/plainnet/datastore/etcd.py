@@ -22,6 +22,7 @@ python-etcd3 itself is unmaintained since 2020 and breaks on current protobuf.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -169,10 +170,8 @@ class EtcdDatastore:
                     yield changes
         finally:
             pumping.cancel()
-            try:
+            with contextlib.suppress(Exception):
                 await watch.cancel()
-            except Exception:
-                pass
 
     # --- this node's record ------------------------------------------------------------
 
@@ -231,10 +230,9 @@ class EtcdDatastore:
         for record in snapshot.records.values():
             if isinstance(record, PeerRecord):
                 for subnet in record.subnets:
-                    try:
+                    # outside the network or overlapping: the agent reports it
+                    with contextlib.suppress(IpamError):
                         allocator.pool_for(subnet).occupy(subnet)
-                    except IpamError:
-                        pass  # outside the network or overlapping: the agent reports it
         previous = tuple(claim.previous_subnets)
         if previous and {s.version for s in previous} == {p.version for p in allocator.pools}:
             try:

@@ -105,10 +105,7 @@ class EtcdServer:
 
     def _answers(self) -> bool:
         """etcd's /health says true only once the member has a leader."""
-        if self.namespace:
-            sock = netns.socket_in(self.namespace)
-        else:
-            sock = socket.socket()
+        sock = netns.socket_in(self.namespace) if self.namespace else socket.socket()
         try:
             sock.settimeout(1)
             sock.connect((self.host, self.client_port))
