@@ -2,3 +2,15 @@
 plainnet's own pytest plugin, :mod:`plainnet.lab.pytest_plugin`."""
 
 pytest_plugins = ["pytester"]
+
+
+import pytest  # noqa: E402
+
+from plainnet.lab.etcd_server import EtcdServer  # noqa: E402
+
+
+@pytest.fixture
+def etcd_server():
+    """A real etcd (Debian's etcd-server) on loopback, removed after the test."""
+    with EtcdServer() as server:
+        yield server

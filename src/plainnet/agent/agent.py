@@ -50,6 +50,8 @@ log = logging.getLogger("plainnet.agent")
 BACKENDS = {hostgw.NAME: hostgw}
 #: Changes listed one per log line up to this many; beyond, a summary line.
 DETAILED_LOG_LIMIT = 20
+#: Longest wait between retries of an unreachable datastore.
+MAX_BACKOFF_SECONDS = 5.0
 
 
 @dataclass
@@ -107,7 +109,20 @@ class Agent:
     # --- start-up ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Claim this node's subnet, publish it for CNI, read all peers."""
+        """Claim this node's subnet, publish it for CNI, read all peers. Waits for the
+        datastore: a node that boots while etcd is away joins as soon as it is back."""
+        backoff = self.settings.retry_seconds
+        while True:
+            try:
+                await self._start_once()
+                return
+            except DatastoreError as exc:
+                self.metrics.datastore_errors.inc()
+                log.warning("%s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _start_once(self) -> None:
         config = await self.datastore.network_config()  # type: ignore[attr-defined]
         self.cluster_cidrs = list(config.cluster_cidrs)
         self.backend = config.backend
@@ -286,6 +301,11 @@ class Agent:
                     for change in changes:
                         if change.record is None:
                             self.records.pop(change.key, None)
+                            if self.own is not None and change.key == self.own.key:
+                                log.warning(
+                                    "this node's record %s was deleted; putting it back", change.key
+                                )
+                                asyncio.get_running_loop().create_task(self._renew_once())
                         else:
                             self.records[change.key] = change.record
                         self.revision = max(self.revision, change.revision)
@@ -306,7 +326,7 @@ class Agent:
                     backoff,
                 )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _relist(self) -> None:
         snapshot = await self.datastore.list()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -18,7 +19,8 @@ from plainnet.lab.builder import (
     remove_lab,
     running_labs,
 )
-from plainnet.lab.reachability import probe_all_pairs
+from plainnet.lab.cluster import ClusterSpec, LabCluster
+from plainnet.lab.reachability import probe_all_pairs, probe_pods
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, lab_of_namespace
 
 
@@ -57,11 +59,26 @@ def lab() -> None:
     "--ipv6/--no-ipv6",
     default=True,
     show_default=True,
-    help="Give the underlay an IPv6 subnet too.",
+    help="Dual-stack: IPv6 on the underlay and, with --nodes, for pods too.",
 )
-def up(name: str, topology: str, hosts: int, ipv6: bool) -> None:
+@click.option(
+    "--nodes",
+    type=click.IntRange(0, 200),
+    default=0,
+    help="Build a cluster: etcd, this many nodes each running plainnet agent, pods.",
+)
+@click.option("--pods-per-node", type=click.IntRange(0, 50), default=2, show_default=True)
+def up(name: str, topology: str, hosts: int, ipv6: bool, nodes: int, pods_per_node: int) -> None:
     """Build a lab and show what it holds."""
     _require_root()
+    if nodes:
+        cidrs = ["10.244.0.0/16"] + (["fd00:10:244::/56"] if ipv6 else [])
+        cluster = LabCluster(
+            ClusterSpec(name=name, nodes=nodes, pods_per_node=pods_per_node, cluster_cidrs=cidrs)
+        ).up()
+        _print_status(cluster.lab)
+        _print_pods(cluster)
+        return
     built = Lab(TOPOLOGIES[topology](name, hosts, ipv6=ipv6)).up()
     _print_status(built)
 
@@ -88,6 +105,19 @@ def status(name: str | None) -> None:
             )
 
 
+def _print_pods(cluster: LabCluster) -> None:
+    table = Table(title=f"lab {cluster.spec.name}: pods")
+    for column in ("pod", "node", "namespace", "addresses"):
+        table.add_column(column)
+    for pod in cluster.pods:
+        table.add_row(pod.name, pod.node, pod.namespace, "\n".join(map(str, pod.addresses)))
+    console.print(table)
+    for node in cluster.nodes:
+        routes = {**cluster.node_routes(node, 4), **cluster.node_routes(node, 6)}
+        listed = ", ".join(f"{dst} via {via}" for dst, via in routes.items()) or "none"
+        console.print(f"{node} plainnet routes (proto 158): {listed}")
+
+
 def _print_status(built: Lab) -> None:
     facts = describe(built)
     table = Table(title=f"lab {built.name}")
@@ -109,24 +139,55 @@ def _print_status(built: Lab) -> None:
 
 @lab.command()
 @click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
-def check(lab_name: str | None) -> None:
-    """Ping every host's addresses from every other host; exit 1 if any is unreachable."""
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def check(lab_name: str | None, as_json: bool) -> None:
+    """Test every pod against every other pod (ICMP and TCP, source address preserved) —
+    or, in a lab without pods, every host against every other (ICMP). Exit 1 on any
+    failure."""
     _require_root()
     built = _pick_lab(lab_name)
-    probes = probe_all_pairs(built)
-    table = Table(title=f"lab {built.name}: reachability (ICMP echo)")
-    table.add_column("from")
-    table.add_column("to")
-    table.add_column("address")
-    table.add_column("reached")
-    for probe in probes:
-        mark = "[green]yes[/green]" if probe.reached else "[red]NO[/red]"
-        table.add_row(probe.source, probe.target, str(probe.address), mark)
-    console.print(table)
-    failed = [p for p in probes if not p.reached]
-    console.print(f"{len(probes) - len(failed)} of {len(probes)} probes answered")
+    cluster = LabCluster.load(built.name)
+    if cluster is not None and cluster.pods:
+        probes = probe_pods(cluster.pods)
+        failed = [p for p in probes if not p.ok]
+        summary = (
+            f"{len(probes) - len(failed)} of {len(probes)} pod-to-pod probes passed "
+            f"(ICMP and TCP; the target saw the source pod's own address)"
+        )
+        rows = [(p.source, p.target, str(p.address), p.icmp, p.tcp, p.seen_from) for p in probes]
+        columns = ("from", "to", "address", "icmp", "tcp", "seen from")
+    else:
+        host_probes = probe_all_pairs(built)
+        failed = [p for p in host_probes if not p.reached]
+        summary = f"{len(host_probes) - len(failed)} of {len(host_probes)} probes answered"
+        rows = [(p.source, p.target, str(p.address), p.reached) for p in host_probes]
+        columns = ("from", "to", "address", "icmp")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "lab": built.name,
+                    "ok": not failed,
+                    "summary": summary,
+                    "probes": [dict(zip(columns, row, strict=True)) for row in rows],
+                },
+                indent=1,
+            )
+        )
+    else:
+        table = Table(title=f"lab {built.name}: reachability")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_mark(v) if isinstance(v, bool) else str(v or "") for v in row))
+        console.print(table)
+        console.print(summary)
     if failed:
         sys.exit(1)
+
+
+def _mark(ok: bool) -> str:
+    return "[green]yes[/green]" if ok else "[red]NO[/red]"
 
 
 @lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

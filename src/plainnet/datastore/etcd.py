@@ -286,9 +286,14 @@ class EtcdDatastore:
         if self._own is None or self._claim is None or self._lease_id is None:
             raise DatastoreError("renew before claim")
         reply = await self._call("renew lease", self.client.refresh_lease(self._lease_id))
-        if reply is not None and reply.TTL > 0:
+        alive = reply is not None and reply.TTL > 0
+        if alive and await self._call("read own record", self.client.get(self._own.key.encode())):
             return
-        log.warning("lease of %s expired; putting the record back", self._own.key)
+        log.warning(
+            "record %s is gone (lease %s); putting it back",
+            self._own.key,
+            "alive" if alive else "expired",
+        )
         if not await self._put(self._own.key, self._claim, expect_mod=None):
             raise DatastoreError(
                 f"subnet {self._own.key} was taken by another node while "

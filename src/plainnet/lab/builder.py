@@ -11,6 +11,7 @@ left without a record.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -245,7 +246,9 @@ def remove_lab(name: str, state_dir: Path | None = None) -> list[str]:
     """Remove every namespace of lab ``name`` and its record; returns what was removed."""
     namespaces = lab_namespaces(name)
     _remove_namespaces(namespaces)
-    ((state_dir or STATE_DIR) / f"{name}.json").unlink(missing_ok=True)
+    directory = state_dir or STATE_DIR
+    (directory / f"{name}.json").unlink(missing_ok=True)
+    shutil.rmtree(directory / name, ignore_errors=True)  # a cluster's etcd data, agent logs
     return namespaces
 
 
@@ -269,6 +272,9 @@ def remove_everything(state_dir: Path | None = None) -> tuple[list[str], list[st
     if directory.exists():
         for record in directory.glob("*.json"):
             record.unlink(missing_ok=True)
+        for lab_directory in directory.iterdir():
+            if lab_directory.is_dir():
+                shutil.rmtree(lab_directory, ignore_errors=True)
     return namespaces, links
 
 

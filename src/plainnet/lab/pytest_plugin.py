@@ -7,6 +7,8 @@ with plainnet installed can use them:
 - ``lab_factory``: ``lab_factory(topology)`` builds a lab; every lab it built is torn
   down when the test ends, whether it passed, failed or errored.
 - ``lab``: a ready lab of three hosts on one segment.
+- ``cluster_factory``: ``cluster_factory(name, nodes=4, ...)`` builds a lab cluster
+  (etcd, an agent process per node, pods), torn down like the labs.
 
 A session finalizer also removes any lab whose name this run generated, as a last line
 of defence should a test process be interrupted between build and teardown.
@@ -17,10 +19,12 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from plainnet.lab.builder import Lab, remove_lab, running_labs
+from plainnet.lab.cluster import ClusterSpec, LabCluster
 from plainnet.lab.topology import Topology, single_segment
 
 _counter = itertools.count(1)
@@ -49,6 +53,24 @@ def lab_factory() -> Iterator[Callable[[Topology], Lab]]:
     yield build
     for lab in reversed(built):
         lab.down()
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., LabCluster]]:
+    """``cluster_factory(name, nodes=..., ...)`` builds a lab cluster (etcd, agents, pods);
+    all are torn down when the test ends."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests create network namespaces and need root")
+    built: list[LabCluster] = []
+
+    def build(name: str, **spec: Any) -> LabCluster:
+        cluster = LabCluster(ClusterSpec(name=name, **spec))
+        built.append(cluster)
+        return cluster.up()
+
+    yield build
+    for cluster in reversed(built):
+        cluster.down()
 
 
 @pytest.fixture

@@ -1,0 +1,205 @@
+"""The etcd datastore against a real etcd server: Flannel's format, races, watches."""
+
+import asyncio
+import json
+from ipaddress import ip_address, ip_network
+
+import aetcd
+import aetcd.transactions
+import pytest
+
+from plainnet.datastore import flannel_format as fmt
+from plainnet.datastore.etcd import EtcdDatastore
+from plainnet.datastore.records import HistoryCompacted, InvalidRecord, NodeClaim, PeerRecord
+
+CIDRS = [ip_network("10.244.0.0/16"), ip_network("fd00:10::/48")]
+SUBNETS = "/coreos.com/network/subnets/"
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def configured(endpoint, cidrs=CIDRS, ttl=60):
+    store = EtcdDatastore(endpoint, ttl_seconds=ttl)
+    await store.put_network_config(fmt.render_config(cidrs, {4: 24, 6: 64}, "host-gw"))
+    return store
+
+
+def claim(node, v4, v6=None, previous=()):
+    addresses = (ip_address(v4),) + ((ip_address(v6),) if v6 else ())
+    return NodeClaim(node, addresses, "host-gw", previous_subnets=previous)
+
+
+def raw_client(endpoint):
+    host, port = endpoint.removeprefix("http://").split(":")
+    return aetcd.Client(host=host, port=int(port))
+
+
+def test_claim_writes_flannels_key_and_value_with_a_lease(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        record = await store.claim(claim("node1", "10.250.0.1", "fd00:250::1"))
+        assert record.key == SUBNETS + "10.244.1.0-24&fd00:10:0:1::-64"  # first one skipped
+        client = raw_client(etcd_server.endpoint)
+        stored = await client.get(record.key.encode())
+        assert json.loads(stored.value) == {
+            "PublicIP": "10.250.0.1",
+            "PublicIPv6": "fd00:250::1",
+            "BackendType": "host-gw",
+            "PlainnetNode": "node1",
+        }
+        assert stored.lease != 0  # attached to an etcd lease, so it expires with its node
+        info = await client.get_lease_info(stored.lease)
+        assert 0 < info.TTL <= 60
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_racing_nodes_never_share_a_subnet(etcd_server):
+    async def scenario():
+        await configured(etcd_server.endpoint)
+        stores = [EtcdDatastore(etcd_server.endpoint) for _ in range(12)]
+        records = await asyncio.gather(
+            *[store.claim(claim(f"n{i}", f"10.250.0.{10 + i}")) for i, store in enumerate(stores)]
+        )
+        assert len({r.key for r in records}) == 12
+        snapshot = await stores[0].list()
+        assert len(snapshot.records) == 12
+        for store in stores:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_restarted_node_reclaims_its_subnet(etcd_server):
+    async def scenario():
+        first = await configured(etcd_server.endpoint)
+        before = await first.claim(claim("node1", "10.250.0.1"))
+        await first.close()
+        other = EtcdDatastore(etcd_server.endpoint)
+        await other.claim(claim("node2", "10.250.0.2"))
+        again = EtcdDatastore(etcd_server.endpoint)
+        after = await again.claim(claim("node1", "10.250.0.1"))
+        assert after.key == before.key
+        assert len((await again.list()).records) == 2
+        for store in (other, again):
+            await store.close()
+
+    run(scenario())
+
+
+def test_previous_subnet_is_reclaimed_when_free_and_not_when_taken(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint, cidrs=[ip_network("10.244.0.0/16")])
+        wanted = (ip_network("10.244.77.0/24"),)
+        mine = await store.claim(claim("node1", "10.250.0.1", previous=wanted))
+        assert mine.subnets == wanted
+        thief = EtcdDatastore(etcd_server.endpoint)
+        theirs = await thief.claim(claim("node2", "10.250.0.2", previous=wanted))
+        assert theirs.subnets != wanted
+        await store.close()
+        await thief.close()
+
+    run(scenario())
+
+
+def test_leases_written_by_flannel_are_listed_and_bad_ones_reported(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        client = raw_client(etcd_server.endpoint)
+        await client.put(
+            f"{SUBNETS}10.244.9.0-24".encode(), b'{"PublicIP":"10.250.0.9","BackendType":"host-gw"}'
+        )
+        await client.put(f"{SUBNETS}10.244.10.0-24".encode(), b"garbage")
+        snapshot = await store.list()
+        flannel = snapshot.records[f"{SUBNETS}10.244.9.0-24"]
+        assert isinstance(flannel, PeerRecord) and flannel.node == "10.250.0.9"
+        assert isinstance(snapshot.records[f"{SUBNETS}10.244.10.0-24"], InvalidRecord)
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_watch_hands_over_every_event_of_one_response(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        start = (await store.list()).revision
+        client = raw_client(etcd_server.endpoint)
+        puts = [
+            aetcd.transactions.Put(
+                f"{SUBNETS}10.244.{i}.0-24".encode(),
+                b'{"PublicIP":"10.250.0.9","BackendType":"host-gw"}',
+            )
+            for i in range(2, 102)
+        ]
+        succeeded, _ = await client.transaction(compare=[], success=puts, failure=[])
+        assert succeeded
+        seen = []
+        async for batch in store.watch(start):
+            seen.extend(batch)
+            if len(seen) >= 100:
+                break
+        assert len(seen) == 100
+        assert len({c.key for c in seen}) == 100
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_watch_reports_deletes_and_resumes_after_the_last_revision(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        other = EtcdDatastore(etcd_server.endpoint)
+        record = await other.claim(claim("node2", "10.250.0.2"))
+        start = (await store.list()).revision
+        await other.release()  # revoking the lease deletes the key
+        async for batch in store.watch(start):
+            [change] = batch
+            assert change.key == record.key and change.record is None
+            break
+        await store.close()
+        await other.close()
+
+    run(scenario())
+
+
+def test_watch_from_a_compacted_revision_asks_for_a_relist(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        old = (await store.list()).revision
+        client = raw_client(etcd_server.endpoint)
+        for i in range(3):
+            await client.put(f"{SUBNETS}10.244.{i + 2}.0-24".encode(), b"{}")
+        latest = (await store.list()).revision
+        await client.compact(latest)
+        with pytest.raises(HistoryCompacted):
+            async for _ in store.watch(old):
+                pass
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_an_expired_lease_disappears_and_renew_keeps_it(etcd_server):
+    async def scenario():
+        await configured(etcd_server.endpoint)
+        kept = EtcdDatastore(etcd_server.endpoint, ttl_seconds=5)
+        lost = EtcdDatastore(etcd_server.endpoint, ttl_seconds=5)
+        kept_record = await kept.claim(claim("kept", "10.250.0.3"))
+        lost_record = await lost.claim(claim("lost", "10.250.0.4"))
+        for _ in range(4):
+            await asyncio.sleep(2)
+            await kept.renew()
+        keys = set((await kept.list()).records)
+        assert kept_record.key in keys
+        assert lost_record.key not in keys
+        await kept.close()
+        await lost.close()
+
+    run(scenario())

@@ -1,0 +1,62 @@
+"""Write to a lab's etcd from inside the lab (tests and benchmarks run it with lab.run).
+
+usage: python -m tests.helpers.etcd_tool ENDPOINT put KEY VALUE
+       python -m tests.helpers.etcd_tool ENDPOINT delete KEY
+       python -m tests.helpers.etcd_tool ENDPOINT put-leases COUNT FIRST_INDEX GATEWAY_PREFIX
+       python -m tests.helpers.etcd_tool ENDPOINT time-put KEY VALUE   (prints seconds)
+
+put-leases writes COUNT host-gw leases /coreos.com/network/subnets/10.<a>.<b>.0-24 in one
+transaction, spread over gateways GATEWAY_PREFIX.<200..249>.
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+import aetcd
+import aetcd.transactions
+
+PREFIX = "/coreos.com/network/subnets/"
+
+
+def lease_name(index: int) -> str:
+    return f"10.{100 + index // 256}.{index % 256}.0-24"
+
+
+async def main(endpoint: str, command: str, *args: str) -> None:
+    host, port = endpoint.removeprefix("http://").split(":")
+    client = aetcd.Client(host=host, port=int(port), timeout=60)
+    try:
+        if command == "put":
+            await client.put(args[0].encode(), args[1].encode())
+        elif command == "time-put":
+            started = time.perf_counter()
+            await client.put(args[0].encode(), args[1].encode())
+            print(time.perf_counter() - started)
+        elif command == "delete":
+            await client.delete(args[0].encode())
+        elif command == "put-leases":
+            count, first, gateway = int(args[0]), int(args[1]), args[2]
+            puts = []
+            for i in range(first, first + count):
+                value = {
+                    "PublicIP": f"{gateway}.{200 + i % 50}",
+                    "BackendType": "host-gw",
+                    "PlainnetNode": f"peer{i}",
+                }
+                puts.append(
+                    aetcd.transactions.Put(
+                        (PREFIX + lease_name(i)).encode(), json.dumps(value).encode()
+                    )
+                )
+            succeeded, _ = await client.transaction(compare=[], success=puts, failure=[])
+            assert succeeded
+        else:
+            raise SystemExit(f"unknown command {command}")
+    finally:
+        await client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""Peer record validation: every refusal reason, and that accepted records become routes."""
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from plainnet.agent.backends import hostgw
+from plainnet.agent.validation import LocalNetwork, validate_peers
+from plainnet.datastore.records import InvalidRecord, PeerRecord
+
+CLUSTER = [ip_network("10.244.0.0/16"), ip_network("fd00:10::/48")]
+LOCAL = [
+    LocalNetwork(ip_network("10.250.0.0/24"), 2, "eth0", ip_address("10.250.0.1")),
+    LocalNetwork(ip_network("fd00:250::/64"), 2, "eth0", ip_address("fd00:250::1")),
+]
+OWN = PeerRecord(
+    "own", "node1", (ip_network("10.244.1.0/24"),), (ip_address("10.250.0.1"),), "host-gw"
+)
+
+
+def peer(key, subnets, addresses, backend="host-gw", claimed_at=10, node=None):
+    return PeerRecord(
+        key,
+        node or key,
+        tuple(ip_network(s) for s in subnets),
+        tuple(ip_address(a) for a in addresses),
+        backend,
+        claimed_at=claimed_at,
+    )
+
+
+def validate(*records):
+    return validate_peers(
+        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, LOCAL, "host-gw"
+    )
+
+
+def test_valid_peers_become_routes():
+    good = peer("n2", ["10.244.2.0/24", "fd00:10:0:2::/64"], ["10.250.0.2", "fd00:250::2"])
+    result = validate(good)
+    assert result.accepted == [good] and result.refusals == []
+    routes = hostgw.desired_routes(result.accepted, LOCAL)
+    assert {str(d): str(r.gateway) for d, r in routes.items()} == {
+        "10.244.2.0/24": "10.250.0.2",
+        "fd00:10:0:2::/64": "fd00:250::2",
+    }
+    assert all(r.ifindex == 2 for r in routes.values())
+
+
+@pytest.mark.parametrize(
+    ("record", "reason", "words"),
+    [
+        (peer("a", ["10.9.0.0/24"], ["10.250.0.2"]), "outside-cluster", "outside the cluster"),
+        (peer("b", ["0.0.0.0/0"], ["10.250.0.2"]), "outside-cluster", "0.0.0.0/0"),
+        (
+            peer("c", ["10.244.2.0/24"], ["192.168.7.7"]),
+            "not-on-link",
+            "use the vxlan or bgp backend",
+        ),
+        (peer("d", ["fd00:10:0:2::/64"], ["10.250.0.2"]), "family", "no IPv6 node address"),
+        (peer("e", ["10.244.2.0/24"], ["10.250.0.2"], backend="vxlan"), "backend", "vxlan"),
+        (peer("f", ["10.244.1.0/25"], ["10.250.0.2"]), "overlap", "this node's subnet"),
+        (InvalidRecord("g", "value is not JSON"), "unparseable", "value is not JSON"),
+    ],
+)
+def test_each_refusal(record, reason, words):
+    result = validate(record)
+    assert result.accepted == []
+    [refusal] = result.refusals
+    assert refusal.reason == reason
+    assert words in refusal.log_line()
+    assert "\n" not in refusal.log_line()
+
+
+def test_subnet_overlapping_a_local_network_is_refused():
+    cluster = [ip_network("10.0.0.0/8")]
+    hostile = peer("h", ["10.250.0.0/24"], ["10.250.0.2"])
+    result = validate_peers({"h": hostile}, OWN, cluster, LOCAL, "host-gw")
+    assert [r.reason for r in result.refusals] == ["local-network"]
+
+
+def test_the_earlier_claim_wins_an_overlap():
+    early = peer("early", ["10.244.4.0/22"], ["10.250.0.2"], claimed_at=5)
+    late = peer("late", ["10.244.6.0/24"], ["10.250.0.3"], claimed_at=9)
+    other = peer("other", ["10.244.9.0/24"], ["10.250.0.4"], claimed_at=1)
+    result = validate(late, early, other)
+    assert {r.key for r in result.accepted} == {"early", "other"}
+    assert [(r.key, r.reason) for r in result.refusals] == [("late", "overlap")]
+
+
+def test_a_dual_stack_and_a_single_stack_key_for_one_subnet_overlap():
+    dual = peer(
+        "dual", ["10.244.3.0/24", "fd00:10:0:3::/64"], ["10.250.0.3", "fd00:250::3"], claimed_at=3
+    )
+    single = peer("single", ["10.244.3.0/24"], ["10.250.0.4"], claimed_at=4)
+    result = validate(single, dual)
+    assert [r.key for r in result.accepted] == ["dual"]
+
+
+def test_overlap_resolution_scales():
+    records = [
+        peer(f"n{i}", [f"10.244.{i // 256}.{i % 256}/32"], ["10.250.0.9"], claimed_at=i)
+        for i in range(2, 20_000)
+    ]
+    cluster = [ip_network("10.244.0.0/16")]
+    result = validate_peers({r.key: r for r in records}, OWN, cluster, LOCAL, "host-gw")
+    assert len(result.accepted) == len(records) - 256  # the /32s inside own 10.244.1.0/24
