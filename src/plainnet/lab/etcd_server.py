@@ -52,6 +52,11 @@ def etcd_command(data_dir: Path, host: str, client_port: int, peer_port: int) ->
         "warn",
         "--logger",
         "zap",
+        # room for benchmarks and tests that write thousands of leases in one transaction
+        "--max-txn-ops",
+        "50000",
+        "--max-request-bytes",
+        str(64 * 1024 * 1024),
     ]
 
 

@@ -1,0 +1,304 @@
+"""The agent end to end: real etcd, one real agent process per node namespace, pods.
+
+Kernel state is read back with iproute2 (an oracle independent of the agent's own
+netlink code); connectivity is proven with packets.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plainnet.agent.node_state import read_node_state
+from plainnet.lab.reachability import probe_pods
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[2]
+SUBNETS = "/coreos.com/network/subnets/"
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def etcd_tool(cluster, *args):
+    result = cluster.lab.run(
+        "node1",
+        [sys.executable, "-m", "tests.helpers.etcd_tool", cluster.etcd_endpoint, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def subnet_of(cluster, node, version=4):
+    state = read_node_state(cluster.run_dir(node))
+    return next(str(s) for s in state.subnets if s.version == version)
+
+
+def lease_key(cluster, node):
+    state = read_node_state(cluster.run_dir(node))
+    return SUBNETS + "&".join(f"{s.network_address}-{s.prefixlen}" for s in state.subnets)
+
+
+def metric(cluster, node, name):
+    script = (
+        "import urllib.request;print(urllib.request.urlopen("
+        "'http://127.0.0.1:9158/metrics').read().decode())"
+    )
+    text = cluster.lab.run(
+        node, [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_every_pod_reaches_every_pod_dual_stack_without_nat(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=4, pods_per_node=2)
+    probes = probe_pods(cluster.pods)
+    assert len(probes) == 8 * 7 * 2
+    failed = [p for p in probes if not p.ok]
+    assert failed == []
+    for probe in probes:  # the target saw the sender's own pod address
+        source = next(p for p in cluster.pods if p.name == probe.source)
+        assert probe.seen_from in {str(a) for a in source.addresses}
+    for node in cluster.nodes:  # and the routes are host-gw routes, one per peer subnet
+        assert len(cluster.node_routes(node, 4)) == 3
+        assert len(cluster.node_routes(node, 6)) == 3
+
+
+def test_a_node_leaves_and_joins(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1)
+    node3_subnet = subnet_of(cluster, "node3")
+    routes_before_stop = cluster.node_routes("node3")
+    cluster.stop_agent("node3")
+    assert cluster.node_routes("node3") == routes_before_stop, "stopping keeps routes"
+    etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
+    for node in ("node1", "node2"):
+        wait_until(
+            lambda n=node: node3_subnet not in cluster.node_routes(n),
+            5,
+            what=f"{node} to drop the route of the deleted lease",
+        )
+    joined = time.monotonic()
+    cluster.start_agent("node3")
+    for node in ("node1", "node2"):
+        wait_until(
+            lambda n=node: node3_subnet in cluster.node_routes(n),
+            10,
+            what=f"{node} to route node3's subnet again",
+        )
+    assert time.monotonic() - joined < 10
+    assert subnet_of(cluster, "node3") == node3_subnet  # it reclaimed its old subnet
+    assert all(p.ok for p in probe_pods(cluster.pods))
+
+
+def test_a_killed_nodes_lease_expires_and_its_routes_go(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=0, lease_ttl=5)
+    gone = subnet_of(cluster, "node3")
+    cluster.stop_agent("node3", kill=True)
+    wait_until(
+        lambda: (
+            gone not in cluster.node_routes("node1") and gone not in cluster.node_routes("node2")
+        ),
+        15,
+        what="the expired lease's routes to disappear",
+    )
+    assert subnet_of(cluster, "node2") in cluster.node_routes("node1")
+
+
+def test_a_restarted_agent_removes_stale_routes_and_keeps_foreign_ones(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=0)
+    stale, kept = subnet_of(cluster, "node3"), subnet_of(cluster, "node2")
+    before = cluster.lab.run(
+        "node1", ["ip", "route", "show", kept], capture_output=True, text=True
+    ).stdout
+    cluster.stop_agent("node1")
+    cluster.stop_agent("node3")
+    etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
+    cluster.lab.run(
+        "node1", ["ip", "route", "add", "192.0.2.0/24", "via", "10.250.0.3"], check=True
+    )
+    assert stale in cluster.node_routes("node1")  # nobody removed it while node1 was down
+    cluster.start_agent("node1")
+    wait_until(
+        lambda: stale not in cluster.node_routes("node1"), 10, what="the stale route to be removed"
+    )
+    foreign = cluster.lab.run(
+        "node1", ["ip", "route", "show", "192.0.2.0/24"], capture_output=True, text=True
+    ).stdout
+    assert "via 10.250.0.3" in foreign, "a route plainnet did not create was touched"
+    after = cluster.lab.run(
+        "node1", ["ip", "route", "show", kept], capture_output=True, text=True
+    ).stdout
+    assert after == before  # same route, same nexthop object
+
+
+def test_a_route_deleted_by_hand_is_back_within_a_second(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0)
+    victim = subnet_of(cluster, "node2")
+    cluster.lab.run("node1", ["ip", "route", "del", victim], check=True)
+    deleted = time.monotonic()
+    wait_until(
+        lambda: victim in cluster.node_routes("node1"), 1.0, 0.01, what="the route to be restored"
+    )
+    assert time.monotonic() - deleted < 1.0
+    nexthop_gone = cluster.lab.run("node1", ["ip", "nexthop", "flush", "proto", "158"])
+    assert nexthop_gone.returncode == 0
+    wait_until(
+        lambda: victim in cluster.node_routes("node1"),
+        1.0,
+        0.01,
+        what="the route to be restored after its nexthop was flushed",
+    )
+
+
+HOSTILE = {
+    "outside-cluster": ("192.168.5.0-24", {"PublicIP": "10.250.0.9"}, "outside the cluster CIDR"),
+    "default-route": ("0.0.0.0-0", {"PublicIP": "10.250.0.9"}, "outside the cluster CIDR"),
+    "local-network": ("10.250.0.0-24", {"PublicIP": "10.250.0.9"}, "overlaps network"),
+    "not-on-link": ("10.0.200.0-24", {"PublicIP": "192.168.9.9"}, "use the vxlan or bgp backend"),
+    "family": (
+        "10.0.201.0-24",
+        {"PublicIP": "0.0.0.0", "PublicIPv6": "fd00::9"},
+        "no IPv4 node address",
+    ),
+    "family-swapped": ("10.0.202.0-24", {"PublicIP": "fd00::9"}, "not an IPv4 address"),
+    "unparseable": ("10.0.203.0-24", None, "cannot parse it"),
+    "backend": (
+        "10.0.204.0-24",
+        {"PublicIP": "10.250.0.9", "BackendType": "vxlan"},
+        "uses backend 'vxlan'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE) + ["overlap"])
+def test_hostile_records_are_refused_and_never_routed(cluster_factory, lab_name, case):
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0, cluster_cidrs=["10.0.0.0/8"])
+    if case == "overlap":  # a later claim of half of node2's subnet
+        network = subnet_of(cluster, "node2").split("/")[0]
+        name, value, words = f"{network}-25", {"PublicIP": "10.250.0.9"}, "earlier claim"
+    else:
+        name, value, words = HOSTILE[case]
+    before = metric(cluster, "node1", "plainnet_peer_records_refused_total")
+    text = "garbage" if value is None else json.dumps({"BackendType": "host-gw"} | value)
+    etcd_tool(cluster, "put", SUBNETS + name, text)
+    wait_until(lambda: words in cluster.agent_log("node1"), 5, what=f"a refusal naming {words!r}")
+    refusal = next(line for line in cluster.agent_log("node1").splitlines() if words in line)
+    assert name.split("-")[0] in refusal or case == "unparseable"
+    assert metric(cluster, "node1", "plainnet_peer_records_refused_total") == before + 1
+    routes = cluster.lab.run(
+        "node1", ["ip", "route", "show", "proto", "158"], capture_output=True, text=True
+    ).stdout
+    destination = name.split("-")[0]
+    assert destination not in routes.replace(subnet_of(cluster, "node2"), "")
+    assert subnet_of(cluster, "node2") in cluster.node_routes("node1")  # the rest still works
+
+
+def test_pods_keep_talking_while_etcd_is_down_and_a_new_node_joins_after(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=4, pods_per_node=1)
+    late = subnet_of(cluster, "node4")
+    cluster.stop_agent("node4")
+    etcd_tool(cluster, "delete", lease_key(cluster, "node4"))
+    wait_until(lambda: late not in cluster.node_routes("node1"), 5, what="node4 to leave")
+    cluster.stop_etcd()
+    cluster.start_agent("node4")  # a node that boots while etcd is away
+    early_pods = [p for p in cluster.pods if p.node != "node4"]
+    outage_started = time.monotonic()
+    while time.monotonic() - outage_started < 30:
+        assert all(p.ok for p in probe_pods(early_pods)), "the data plane needs no etcd"
+        time.sleep(5)
+    assert read_node_state(cluster.run_dir("node4")).subnets  # still the old file
+    cluster.etcd.start()
+    for node in ("node1", "node2", "node3"):
+        wait_until(
+            lambda n=node: late in cluster.node_routes(n),
+            15,
+            what=f"{node} to learn node4's subnet after etcd returned",
+        )
+    assert all(p.ok for p in probe_pods(cluster.pods))
+
+
+def test_a_burst_of_1000_leases_is_one_reconcile_pass(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0, cluster_cidrs=["10.0.0.0/8"])
+    time.sleep(0.5)
+    passes = metric(cluster, "node1", 'plainnet_reconciles_total{trigger="datastore"}')
+    etcd_tool(cluster, "put-leases", "1000", "0", "10.250.0")
+    wait_until(
+        lambda: len(cluster.node_routes("node1")) == 1001, 10, what="1,000 routes to be installed"
+    )
+    after = metric(cluster, "node1", 'plainnet_reconciles_total{trigger="datastore"}')
+    assert after - passes == 1
+
+
+def test_health_metrics_and_cleanup(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0)
+    script = (
+        "import urllib.request;print(urllib.request.urlopen("
+        "'http://127.0.0.1:9158/healthz').read().decode())"
+    )
+    health = cluster.lab.run(
+        "node1", [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert health.startswith("ok")
+    assert metric(cluster, "node1", "plainnet_routes") == 2  # IPv4 and IPv6 to node2
+    cluster.lab.run(
+        "node1", ["ip", "route", "add", "192.0.2.0/24", "via", "10.250.0.3"], check=True
+    )
+    cluster.stop_agent("node1")
+    cleaned = cluster.lab.run(
+        "node1",
+        [
+            sys.executable,
+            "-m",
+            "plainnet.cli.main",
+            "agent",
+            "cleanup",
+            "--run-dir",
+            str(cluster.run_dir("node1")),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "removed 2 routes and 2 nexthops" in cleaned.stdout
+    for args in (
+        ["route", "show", "proto", "158"],
+        ["-6", "route", "show", "proto", "158"],
+        ["nexthop", "show", "proto", "158"],
+    ):
+        assert (
+            cluster.lab.run("node1", ["ip", *args], capture_output=True, text=True).stdout.strip()
+            == ""
+        )
+    assert (
+        "192.0.2.0/24"
+        in cluster.lab.run("node1", ["ip", "route"], capture_output=True, text=True).stdout
+    )
+    assert not (cluster.run_dir("node1") / "subnet.json").exists()
+
+
+def test_ip_forwarding_is_enabled_on_nodes(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=1, pods_per_node=0)
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+        value = cluster.lab.run(
+            "node1", ["sysctl", "-n", key], capture_output=True, text=True
+        ).stdout.strip()
+        assert value == "1"
+    assert subprocess.run(
+        ["sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True
+    ).stdout.strip() in ("0", "1")  # the machine's own: untouched
