@@ -186,7 +186,7 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE) + ["overlap"])
+@pytest.mark.parametrize("case", [*sorted(HOSTILE), "overlap"])
 def test_hostile_records_are_refused_and_never_routed(cluster_factory, lab_name, case):
     cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0, cluster_cidrs=["10.0.0.0/8"])
     if case == "overlap":  # a later claim of half of node2's subnet
