@@ -302,3 +302,49 @@ def test_ip_forwarding_is_enabled_on_nodes(cluster_factory, lab_name):
     assert subprocess.run(
         ["sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True
     ).stdout.strip() in ("0", "1")  # the machine's own: untouched
+
+
+def test_a_node_with_a_flannel_lease_and_flannel_routes_interoperates(cluster_factory, lab_name):
+    """flanneld itself is not packaged for Debian 12 and cannot be fetched here, so node3
+    plays a Flannel host-gw node: its lease is the exact JSON flanneld writes (no
+    plainnet field, PublicIPv6 null, key without node name) and its routes are the plain
+    ``subnet via node`` routes flanneld's host-gw backend adds (protocol boot)."""
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1, cluster_cidrs=["10.244.0.0/16"])
+    flannel_subnet = subnet_of(cluster, "node3")
+    cluster.stop_agent("node3")
+    etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
+    wait_until(lambda: flannel_subnet not in cluster.node_routes("node1"), 5, what="node3 gone")
+    cluster.lab.run(
+        "node3",
+        [
+            sys.executable,
+            "-m",
+            "plainnet.cli.main",
+            "agent",
+            "cleanup",
+            "--run-dir",
+            str(cluster.run_dir("node3")),
+        ],
+        check=True,
+    )
+    node3_ip = str(cluster.lab.host("node3").ipv4)
+    key = SUBNETS + flannel_subnet.replace("/", "-")
+    etcd_tool(
+        cluster,
+        "put",
+        key,
+        json.dumps({"PublicIP": node3_ip, "PublicIPv6": None, "BackendType": "host-gw"}),
+    )
+    for node in ("node1", "node2"):  # flanneld adds these on node3 from plainnet's leases
+        subnet, gateway = subnet_of(cluster, node), str(cluster.lab.host(node).ipv4)
+        cluster.lab.run(
+            "node3", ["ip", "route", "add", subnet, "via", gateway, "proto", "boot"], check=True
+        )
+    for node in ("node1", "node2"):
+        wait_until(
+            lambda n=node: cluster.node_routes(n).get(flannel_subnet) == node3_ip,
+            5,
+            what=f"{node} to route the Flannel node's subnet",
+        )
+    probes = probe_pods(cluster.pods)
+    assert probes and all(p.ok for p in probes)

@@ -237,8 +237,10 @@ class RouteSocket:
     """A NETLINK_ROUTE socket for dumps and batched changes, in the calling process's
     network namespace."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        """``sock``: an unbound NETLINK_ROUTE socket made elsewhere (e.g. inside another
+        network namespace); by default one is made here."""
+        self.sock = sock or socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)

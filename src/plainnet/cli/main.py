@@ -9,6 +9,7 @@ groups, ``--`` pass-through for ``lab exec``, and a clean hook (``main``) where 
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -16,24 +17,33 @@ import click
 from plainnet import __version__
 from plainnet.errors import PlainnetError
 
+#: Subcommand -> "module:attribute". Loaded on first use: the agent process must not pay
+#: for the lab's pyroute2 and rich, nor the lab for gRPC (start-up time and memory).
+SUBCOMMANDS = {
+    "agent": "plainnet.cli.agent:agent",
+    "etcd": "plainnet.cli.etcd:etcd",
+    "ipam": "plainnet.cli.ipam:ipam",
+    "lab": "plainnet.cli.lab:lab",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="plainnet")
 def cli() -> None:
     """Pod networking for Kubernetes with the simplest mechanism that works."""
-
-
-def _register() -> None:
-    from plainnet.cli.agent import agent
-    from plainnet.cli.etcd import etcd
-    from plainnet.cli.ipam import ipam
-    from plainnet.cli.lab import lab
-
-    for command in (agent, etcd, ipam, lab):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

@@ -95,7 +95,7 @@ _socket_lock = threading.Lock()
 
 
 def socket_in(
-    name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+    name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
 ) -> socket.socket:
     """A socket that lives in namespace ``name``, usable from this process. A socket
     keeps the namespace it was created in, so the calling thread enters ``name`` only
@@ -106,7 +106,7 @@ def socket_in(
         try:
             setns(target)
             try:
-                return socket.socket(family, kind)
+                return socket.socket(family, kind, proto)
             finally:
                 setns(home)
         finally:

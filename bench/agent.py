@@ -1,0 +1,215 @@
+"""Agent benchmark: one plainnet agent in a lab namespace with an on-link /16 and N peers
+in a real etcd, against ``ip -batch`` installing the same N routes in the same run.
+
+    .venv/bin/python bench/agent.py                 # N = 1,000, 5,000, 20,000 (~3 minutes)
+    .venv/bin/python bench/agent.py --peers 1000    # one size
+
+Per N:
+(a) agent process start -> all N routes in the kernel (wall clock, includes Python
+    start-up, the etcd list and the install), vs. ``ip -batch`` adding the N routes;
+(b) one peer added -> its route present, measured in the node's namespace from the
+    moment the etcd write returns to the netlink notification, p50/p99 over 100 events;
+(c) CPU time of one idle periodic resync (process CPU over several resync periods
+    with nothing changing, divided by their number);
+(d) the agent's resident memory with N routes installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from agent_probe import peer  # noqa: E402
+
+from plainnet.agent import ROUTE_PROTOCOL  # noqa: E402
+from plainnet.agent.netlink import RouteSocket  # noqa: E402
+from plainnet.lab import netns  # noqa: E402
+from plainnet.lab.builder import Lab  # noqa: E402
+from plainnet.lab.etcd_server import EtcdServer  # noqa: E402
+from plainnet.lab.topology import Host, Segment, Topology  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
+RESYNC_SECONDS = 2.0
+AGENT_LOG = Path(tempfile.gettempdir()) / "pn-bench-agent.log"
+
+
+def topology() -> Topology:
+    return Topology(
+        name="benchagent",
+        segments=[Segment(name="lan", ipv4="10.1.0.0/16")],
+        hosts=[
+            Host(name="etcd", segment="lan"),
+            Host(name="node", segment="lan"),
+            Host(name="baseline", segment="lan"),
+        ],
+    )
+
+
+def ip_batch_seconds(lab: Lab, count: int) -> float:
+    """``ip -batch`` adding the same routes (each with its own gateway) in the baseline host."""
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as batch:
+        for index in range(1, count + 1):
+            _, subnet, gateway = peer(index)
+            batch.write(f"route add {subnet} via {gateway} dev eth0\n")
+    try:
+        started = time.perf_counter()
+        lab.run("baseline", ["ip", "-batch", batch.name], check=True)
+        return time.perf_counter() - started
+    finally:
+        Path(batch.name).unlink()
+        lab.run("baseline", ["ip", "route", "flush", "proto", "boot"], check=True)
+
+
+def count_routes(namespace: str) -> int:
+    sock = netns.socket_in(namespace, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    with RouteSocket(sock) as routes:
+        return len(routes.routes(4, ROUTE_PROTOCOL))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(count: int, events: int) -> dict[str, float]:
+    with Lab(topology()) as lab:
+        etcd_host = lab.host("etcd")
+        etcd = EtcdServer(
+            host=str(etcd_host.ipv4),
+            client_port=2379,
+            spawn=lambda argv, **kw: lab.popen("etcd", argv, **kw),
+            namespace=etcd_host.namespace,
+        )
+        etcd.start()
+        try:
+            baseline = ip_batch_seconds(lab, count)
+            lab.run(
+                "node",
+                [sys.executable, str(HERE / "agent_probe.py"), etcd.endpoint, "load", str(count)],
+                check=True,
+                timeout=600,
+            )
+            namespace = lab.host("node").namespace
+            run_dir = Path(tempfile.mkdtemp(prefix="pn-bench-agent-"))
+            started = time.perf_counter()
+            agent = lab.popen(
+                "node",
+                [
+                    *PLAINNET,
+                    "agent",
+                    "--etcd-endpoint",
+                    etcd.endpoint,
+                    "--node-name",
+                    "node",
+                    "--node-ip",
+                    str(lab.host("node").ipv4),
+                    "--run-dir",
+                    str(run_dir),
+                    "--resync",
+                    str(RESYNC_SECONDS),
+                    "--metrics",
+                    "off",
+                ],
+                stdout=AGENT_LOG.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            deadline = started + 600
+            while count_routes(namespace) < count:
+                if agent.poll() is not None or time.perf_counter() > deadline:
+                    raise SystemExit("the agent did not install all routes")
+                time.sleep(0.01)
+            installed = time.perf_counter() - started
+            probe = lab.run(
+                "node",
+                [
+                    sys.executable,
+                    str(HERE / "agent_probe.py"),
+                    etcd.endpoint,
+                    "latency",
+                    str(events),
+                    str(count + 100),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+                timeout=600,
+            )
+            delays = sorted(json.loads(probe.stdout))
+            time.sleep(RESYNC_SECONDS)  # let the last changes settle
+            cpu_before = cpu_seconds(agent.pid)
+            periods = 5
+            time.sleep(RESYNC_SECONDS * periods)
+            idle_cpu = (cpu_seconds(agent.pid) - cpu_before) / periods
+            memory = rss_mb(agent.pid)
+            agent.terminate()
+            agent.wait(timeout=30)
+        finally:
+            etcd.remove()
+    return {
+        "peers": count,
+        "agent_start_s": installed,
+        "ip_batch_s": baseline,
+        "event_p50_ms": statistics.median(delays) * 1000,
+        "event_p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000,
+        "resync_cpu_ms": idle_cpu * 1000,
+        "rss_mb": memory,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--peers", type=int, action="append", help="peer counts (default 1000, 5000, 20000)"
+    )
+    parser.add_argument("--events", type=int, default=100)
+    args = parser.parse_args()
+    results = [measure(n, args.events) for n in (args.peers or [1000, 5000, 20000])]
+    table = Table(title="plainnet agent benchmark (host-gw, one gateway per peer)")
+    for column in (
+        "peers",
+        "(a) agent start -> routes",
+        "ip -batch",
+        "ratio",
+        "(b) event p50",
+        "(b) event p99",
+        "(c) idle resync CPU",
+        "(d) RSS",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            f"{r['peers']:,}",
+            f"{r['agent_start_s']:.3f} s",
+            f"{r['ip_batch_s']:.3f} s",
+            f"{r['agent_start_s'] / r['ip_batch_s']:.2f}x",
+            f"{r['event_p50_ms']:.1f} ms",
+            f"{r['event_p99_ms']:.1f} ms",
+            f"{r['resync_cpu_ms']:.0f} ms",
+            f"{r['rss_mb']:.0f} MB",
+        )
+    Console(width=None if sys.stdout.isatty() else 150).print(table)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

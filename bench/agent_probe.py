@@ -1,0 +1,104 @@
+"""The in-lab half of bench/agent.py: runs inside a lab host (next to etcd and the agent).
+
+usage: python bench/agent_probe.py ENDPOINT load COUNT
+       python bench/agent_probe.py ENDPOINT latency EVENTS FIRST_INDEX
+
+load: the network config and COUNT host-gw leases, each with its own gateway in the
+on-link 10.1.0.0/16 (the worst case for a kernel: one gateway per route).
+latency: for each event, put one new lease and wait for its route to appear (netlink
+notification in this namespace); prints the delays from "etcd write returned" to
+"route present" as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+import sys
+import time
+from ipaddress import ip_network
+
+import aetcd
+import aetcd.transactions
+
+from plainnet.agent import ROUTE_PROTOCOL
+from plainnet.agent.netlink import RTM_NEWROUTE, iter_messages, parse_route, subscribe_events
+
+PREFIX = "/coreos.com/network"
+CLUSTER = "10.128.0.0/9"
+CHUNK = 5000
+
+
+def peer(index: int) -> tuple[str, str, str]:
+    """(subnet key name, subnet, gateway) of peer ``index`` (from 1: the first subnet of
+    the network is never used, as in Flannel)."""
+    network = ip_network(CLUSTER)
+    subnet = ip_network((int(network.network_address) + (index << 8), 24))
+    gateway = f"10.1.{(index + 16) // 256}.{(index + 16) % 256}"
+    return f"{subnet.network_address}-24", str(subnet), gateway
+
+
+def lease(index: int) -> tuple[bytes, bytes]:
+    name, _, gateway = peer(index)
+    value = {"PublicIP": gateway, "BackendType": "host-gw", "PlainnetNode": f"peer{index}"}
+    return f"{PREFIX}/subnets/{name}".encode(), json.dumps(value).encode()
+
+
+async def load(client: aetcd.Client, count: int) -> None:
+    config = {"Network": CLUSTER, "SubnetLen": 24, "Backend": {"Type": "host-gw"}}
+    await client.put(f"{PREFIX}/config".encode(), json.dumps(config).encode())
+    for start in range(1, count + 1, CHUNK):
+        puts = [
+            aetcd.transactions.Put(*lease(i)) for i in range(start, min(start + CHUNK, count + 1))
+        ]
+        succeeded, _ = await client.transaction(compare=[], success=puts, failure=[])
+        assert succeeded
+
+
+def wait_for_route(events: socket.socket, subnet: str, timeout: float = 5.0) -> float:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        ready, _, _ = select.select([events], [], [], max(0.0, deadline - time.perf_counter()))
+        if not ready:
+            break
+        data = events.recv(1 << 20)
+        now = time.perf_counter()
+        for kind, _, _, body in iter_messages(data):
+            if kind == RTM_NEWROUTE and (parsed := parse_route(body)):
+                protocol, _, route = parsed
+                if protocol == ROUTE_PROTOCOL and str(route.destination) == subnet:
+                    return now
+    raise SystemExit(f"route {subnet} did not appear within {timeout}s")
+
+
+async def latency(client: aetcd.Client, events_count: int, first: int) -> list[float]:
+    delays = []
+    for index in range(first, first + events_count):
+        events = subscribe_events()
+        events.setblocking(True)
+        key, value = lease(index)
+        await client.put(key, value)
+        written = time.perf_counter()
+        delays.append(wait_for_route(events, peer(index)[1]) - written)
+        events.close()
+    return delays
+
+
+async def main(endpoint: str, command: str, *args: str) -> None:
+    host, port = endpoint.removeprefix("http://").split(":")
+    client = aetcd.Client(host=host, port=int(port), timeout=120)
+    try:
+        if command == "load":
+            await load(client, int(args[0]))
+        elif command == "latency":
+            print(json.dumps(await latency(client, int(args[0]), int(args[1]))))
+        else:
+            raise SystemExit(f"unknown command {command}")
+    finally:
+        await client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:]))
