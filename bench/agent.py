@@ -31,14 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_probe import peer  # noqa: E402
-
-from plainnet.agent import ROUTE_PROTOCOL  # noqa: E402
-from plainnet.agent.netlink import RouteSocket  # noqa: E402
-from plainnet.lab import netns  # noqa: E402
-from plainnet.lab.builder import Lab  # noqa: E402
-from plainnet.lab.etcd_server import EtcdServer  # noqa: E402
-from plainnet.lab.topology import Host, Segment, Topology  # noqa: E402
+from agent_probe import peer
+from plainnet.agent import ROUTE_PROTOCOL
+from plainnet.agent.netlink import RouteSocket
+from plainnet.lab import netns
+from plainnet.lab.builder import Lab
+from plainnet.lab.etcd_server import EtcdServer
+from plainnet.lab.topology import Host, Segment, Topology
 
 HERE = Path(__file__).resolve().parent
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
