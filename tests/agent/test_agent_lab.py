@@ -80,6 +80,17 @@ def test_every_pod_reaches_every_pod_dual_stack_without_nat(cluster_factory, lab
         assert len(cluster.node_routes(node, 6)) == 3
 
 
+@pytest.mark.parametrize("cidr", ["10.244.0.0/16", "fd00:10:244::/56"])
+def test_single_stack_clusters(cluster_factory, lab_name, cidr):
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=1, cluster_cidrs=[cidr])
+    version = 6 if ":" in cidr else 4
+    assert all(a.version == version for pod in cluster.pods for a in pod.addresses)
+    probes = probe_pods(cluster.pods)
+    assert len(probes) == 2 and all(p.ok for p in probes)
+    assert len(cluster.node_routes("node1", version)) == 1
+    assert cluster.node_routes("node1", 10 - version) == {}
+
+
 def test_a_node_leaves_and_joins(cluster_factory, lab_name):
     cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1)
     node3_subnet = subnet_of(cluster, "node3")

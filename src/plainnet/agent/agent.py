@@ -32,8 +32,9 @@ from plainnet.agent.backends import hostgw
 from plainnet.agent.kernel import KernelRoutes, enable_forwarding
 from plainnet.agent.metrics import AgentMetrics, serve_http
 from plainnet.agent.node_state import NodeState, read_node_state, write_node_state
-from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes
-from plainnet.agent.validation import LocalNetwork, on_link_network, validate_peers
+from plainnet.agent.peer_view import PeerView
+from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
+from plainnet.agent.validation import LocalNetwork, on_link_network
 from plainnet.datastore.records import (
     Datastore,
     DatastoreError,
@@ -50,6 +51,8 @@ log = logging.getLogger("plainnet.agent")
 BACKENDS = {hostgw.NAME: hostgw}
 #: Changes listed one per log line up to this many; beyond, a summary line.
 DETAILED_LOG_LIMIT = 20
+#: Passes with more changed records than this are full passes (as cheap by then).
+INCREMENTAL_LIMIT = 256
 #: Longest wait between retries of an unreachable datastore.
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -102,6 +105,9 @@ class Agent:
         self._kernel_state: KernelState | None = None
         self._local: list[LocalNetwork] | None = None
         self._reported: set[tuple[str, str]] = set()
+        self._view: PeerView | None = None
+        #: Keys changed since the last pass; None: unknown, the next pass is a full one.
+        self._changed_keys: set[str] | None = None
         self._last_pass_ok = 0.0
         self._last_error: str | None = None
         self.passes = 0
@@ -226,19 +232,48 @@ class Agent:
                 self.mark("retry")
 
     def reconcile(self, triggers: set[str]) -> None:
-        """One level-triggered pass: desired state from all records, diff, apply."""
+        """One level-triggered pass: desired state from all records, diff, apply.
+
+        When the only news is a few changed records, the view is updated for those
+        alone (:meth:`PeerView.update` guarantees the same result as a rebuild, or
+        declines) and only their routes are planned; everything else is a full pass."""
         assert self.own is not None
         started = time.perf_counter()
         if "resync" in triggers:
             self._kernel_state = None
             self._local = None
+        changed, self._changed_keys = self._changed_keys, set()
         local = self._local_networks()
-        validation = validate_peers(self.records, self.own, self.cluster_cidrs, local, self.backend)
-        self._report_refusals(validation.refusals)
-        desired = BACKENDS[self.backend].desired_routes(validation.accepted, local)
+        view, touched = self._view, None
+        incremental = (
+            triggers <= {"datastore"}
+            and changed is not None
+            and view is not None
+            and view.local is local
+            and self._kernel_state is not None
+            and len(changed) <= INCREMENTAL_LIMIT
+        )
+        if incremental:
+            assert view is not None and changed is not None
+            touched = view.update(self.records, changed)
+        if touched is None:
+            view = PeerView(
+                self.own,
+                self.cluster_cidrs,
+                local,
+                self.backend,
+                BACKENDS[self.backend].desired_routes,
+            )
+            view.rebuild(self.records)
+            self._view = view
+        assert view is not None
+        self._report_refusals(list(view.refusals.values()))
         if self._kernel_state is None:
             self._kernel_state = self.kernel.read_state()
-        plan = plan_changes(desired, self._kernel_state)
+        if touched is None:
+            plan = plan_changes(view.desired, self._kernel_state)
+        else:
+            plan = plan_subset(view.desired, self._kernel_state, touched, view.nexthop_refs)
         if plan:
             refused = self.kernel.apply(plan)
             self._log_plan(plan, refused)
@@ -255,8 +290,8 @@ class Agent:
         self.passes += 1
         for trigger in triggers:
             self.metrics.reconciles.labels(trigger).inc()
-        self.metrics.peers.labels("accepted").set(len(validation.accepted))
-        self.metrics.peers.labels("refused").set(len(validation.refusals))
+        self.metrics.peers.labels("accepted").set(len(view.accepted))
+        self.metrics.peers.labels("refused").set(len(view.refusals))
         self.metrics.routes.set(len(self._kernel_state.routes) if self._kernel_state else 0)
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         self._last_pass_ok = time.monotonic()
@@ -299,6 +334,8 @@ class Agent:
                 self.metrics.datastore_up.set(1)
                 async for changes in self.datastore.watch(self.revision):
                     for change in changes:
+                        if self._changed_keys is not None:
+                            self._changed_keys.add(change.key)
                         if change.record is None:
                             self.records.pop(change.key, None)
                             if self.own is not None and change.key == self.own.key:
@@ -331,6 +368,7 @@ class Agent:
     async def _relist(self) -> None:
         snapshot = await self.datastore.list()
         self.records, self.revision = dict(snapshot.records), snapshot.revision
+        self._changed_keys = None
         self.mark("relist")
 
     async def _netlink_loop(self) -> None:

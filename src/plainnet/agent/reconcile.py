@@ -42,6 +42,8 @@ class KernelState:
     routes: dict[IPNetwork, KernelRoute] = field(default_factory=dict)
     nexthops: dict[int, KernelNexthop] = field(default_factory=dict)  # ours, by id
     used_nexthop_ids: set[int] = field(default_factory=set)  # everyone's
+    #: (gateway, device) -> id of our nexthop for it, valid after a full plan.
+    nexthop_ids: dict[NexthopKey, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,9 +89,11 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
         new_id = next(free_ids)
         plan.create_nexthops.append((new_id, key[0], key[1]))
         nexthop_ids[key] = new_id
+    deleting = set(plan.delete_nexthops)
     for key, nexthop_id in nexthop_ids.items():
-        if key not in needed and nexthop_id not in plan.delete_nexthops:
+        if key not in needed and nexthop_id not in deleting:
             plan.delete_nexthops.append(nexthop_id)
+    kernel.nexthop_ids = {k: i for k, i in nexthop_ids.items() if k in needed}
 
     for destination, route in desired.items():
         want = nexthop_ids[route.nexthop]
@@ -99,6 +103,40 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
         elif have.nexthop_id != want:
             plan.replace_routes.append((destination, want, route))
     plan.delete_routes = [r for d, r in kernel.routes.items() if d not in desired]
+    return plan
+
+
+def plan_subset(
+    desired: Mapping[IPNetwork, DesiredRoute],
+    kernel: KernelState,
+    destinations: set[IPNetwork],
+    needed: Mapping[NexthopKey, int],
+) -> Plan:
+    """Like :func:`plan_changes`, for the routes of ``destinations`` only: the rest of the
+    desired state is known not to have changed since the last full plan. ``needed``
+    counts the desired routes per nexthop, so a nexthop goes when its last route goes."""
+    plan = Plan()
+    free_ids = _free_ids(kernel.used_nexthop_ids)
+    created: dict[NexthopKey, int] = {}
+    for destination in sorted(destinations, key=lambda d: (d.version, d)):
+        route = desired.get(destination)
+        have = kernel.routes.get(destination)
+        if route is None:
+            if have is not None:
+                plan.delete_routes.append(have)
+            continue
+        want = kernel.nexthop_ids.get(route.nexthop) or created.get(route.nexthop)
+        if want is None:
+            want = next(free_ids)
+            created[route.nexthop] = want
+            plan.create_nexthops.append((want, route.gateway, route.ifindex))
+        if have is None:
+            plan.add_routes.append((destination, want, route))
+        elif have.nexthop_id != want:
+            plan.replace_routes.append((destination, want, route))
+    for key, nexthop_id in kernel.nexthop_ids.items():
+        if needed.get(key, 0) <= 0:
+            plan.delete_nexthops.append(nexthop_id)
     return plan
 
 
@@ -119,6 +157,7 @@ def apply_plan_to_state(
     for nexthop_id, gateway, ifindex in plan.create_nexthops:
         kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol)
         kernel.used_nexthop_ids.add(nexthop_id)
+        kernel.nexthop_ids[(gateway, ifindex)] = nexthop_id
     for destination, nexthop_id, route in plan.add_routes + plan.replace_routes:
         if destination not in failed:
             kernel.routes[destination] = KernelRoute(
@@ -126,8 +165,11 @@ def apply_plan_to_state(
             )
     for route in plan.delete_routes:
         kernel.routes.pop(route.destination, None)
-    for nexthop_id in plan.delete_nexthops:
-        kernel.nexthops.pop(nexthop_id, None)
-        kernel.used_nexthop_ids.discard(nexthop_id)
-        for destination in [d for d, r in kernel.routes.items() if r.nexthop_id == nexthop_id]:
+    if plan.delete_nexthops:
+        gone = set(plan.delete_nexthops)
+        for nexthop_id in gone:
+            kernel.nexthops.pop(nexthop_id, None)
+            kernel.used_nexthop_ids.discard(nexthop_id)
+        kernel.nexthop_ids = {k: i for k, i in kernel.nexthop_ids.items() if i not in gone}
+        for destination in [d for d, r in kernel.routes.items() if r.nexthop_id in gone]:
             del kernel.routes[destination]  # the kernel drops routes with their nexthop

@@ -69,7 +69,7 @@ def validate_peers(
     for record in records.values():
         if record.key == own.key:
             continue
-        refusal = _check_record(record, own, cluster_cidrs, local, backend)
+        refusal = check_record(record, own, cluster_cidrs, local, backend)
         if refusal is not None:
             refusals.append(refusal)
         else:
@@ -78,7 +78,7 @@ def validate_peers(
     return Validation(accepted, refusals + overlaps)
 
 
-def _check_record(
+def check_record(
     record: Record,
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],

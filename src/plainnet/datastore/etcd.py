@@ -48,6 +48,18 @@ from plainnet.ipam.types import IPNetwork
 
 log = logging.getLogger("plainnet.datastore.etcd")
 
+#: gRPC channel settings. Reconnect quickly once etcd is back (gRPC's default backoff
+#: grows to two minutes), and ping an idle connection so a watch on an etcd that
+#: vanished without closing it fails instead of hanging (etcd accepts pings every 5 s).
+GRPC_OPTIONS = {
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2000,
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.keepalive_permit_without_calls": 1,
+}
+
 #: How often a node may lose a race for a free subnet before it gives up.
 CLAIM_ATTEMPTS = 64
 
@@ -71,7 +83,10 @@ class EtcdDatastore:
         self.prefix = prefix.rstrip("/")
         self.ttl_seconds = ttl_seconds
         self.client = aetcd.Client(
-            host=url.hostname, port=url.port or 2379, timeout=int(timeout) or 1
+            options=GRPC_OPTIONS,
+            host=url.hostname,
+            port=url.port or 2379,
+            timeout=int(timeout) or 1,
         )
         self._subnets_prefix = f"{self.prefix}/subnets/"
         self._own: PeerRecord | None = None
