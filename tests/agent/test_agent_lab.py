@@ -161,6 +161,7 @@ def test_a_restarted_agent_removes_stale_routes_and_keeps_foreign_ones(cluster_f
 def test_a_route_deleted_by_hand_is_back_within_a_second(cluster_factory, lab_name):
     cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0)
     victim = subnet_of(cluster, "node2")
+    wait_until(lambda: victim in cluster.node_routes("node1"), 5, what="convergence")
     cluster.lab.run("node1", ["ip", "route", "del", victim], check=True)
     deleted = time.monotonic()
     wait_until(

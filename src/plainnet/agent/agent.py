@@ -228,6 +228,7 @@ class Agent:
                 log.exception("reconcile failed; retrying in %.1fs", self.settings.retry_seconds)
                 self._kernel_state = None
                 self._local = None
+                self._view = None  # a pass that failed half-way leaves no half-updated view
                 await asyncio.sleep(self.settings.retry_seconds)
                 self.mark("retry")
 
@@ -245,17 +246,15 @@ class Agent:
         changed, self._changed_keys = self._changed_keys, set()
         local = self._local_networks()
         view, touched = self._view, None
-        incremental = (
-            triggers <= {"datastore"}
+        # The view depends on the records and this node's networks only; it survives
+        # kernel events and resyncs, which re-read the kernel side alone.
+        if (
+            view is not None
             and changed is not None
-            and view is not None
             and view.local is local
-            and self._kernel_state is not None
             and len(changed) <= INCREMENTAL_LIMIT
-        )
-        if incremental:
-            assert view is not None and changed is not None
-            touched = view.update(self.records, changed)
+        ):
+            touched = view.update(self.records, changed) if changed else set()
         if touched is None:
             view = PeerView(
                 self.own,
@@ -267,10 +266,13 @@ class Agent:
             view.rebuild(self.records)
             self._view = view
         assert view is not None
-        self._report_refusals(list(view.refusals.values()))
-        if self._kernel_state is None:
+        if touched is None or changed:
+            self._report_refusals(list(view.refusals.values()))
+        fresh_kernel = self._kernel_state is None
+        if fresh_kernel:
             self._kernel_state = self.kernel.read_state()
-        if touched is None:
+        assert self._kernel_state is not None
+        if touched is None or fresh_kernel:
             plan = plan_changes(view.desired, self._kernel_state)
         else:
             plan = plan_subset(view.desired, self._kernel_state, touched, view.nexthop_refs)
@@ -298,8 +300,12 @@ class Agent:
         self._last_error = None
 
     def _local_networks(self) -> list[LocalNetwork]:
+        """This node's networks; the same list object as long as they are unchanged, which
+        tells the peer view that its validation still holds."""
         if self._local is None:
-            self._local = self.kernel.local_networks()
+            current = self.kernel.local_networks()
+            previous = self._view.local if self._view is not None else None
+            self._local = previous if previous == current else current
         return self._local
 
     def _report_refusals(self, refusals: list[Any]) -> None:

@@ -43,6 +43,8 @@ class KernelRoutes:
             state.used_nexthop_ids.add(nexthop.id)
             if nexthop.protocol == self.protocol:
                 state.nexthops[nexthop.id] = nexthop
+        if state.nexthops:
+            state.next_id_hint = max(state.nexthops) + 1
         return state
 
     def apply(self, plan: Plan) -> dict[IPNetwork, NetlinkRequestError]:

@@ -196,23 +196,51 @@ def parse_route(body: memoryview) -> tuple[int, int, KernelRoute] | None:
     family, dst_len, _, _, table, protocol, _, rtype, _ = RTMSG.unpack_from(body, 0)
     if rtype != RTN_UNICAST or family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    size = 4 if family == socket.AF_INET else 16
-    dst = bytes(size)
-    nexthop_id = gateway = oif = None
+    dst = bytes(4 if family == socket.AF_INET else 16)
+    nexthop_id = oif = None
+    raw_gateway = b""
     for kind, payload in iter_attrs(body, RTMSG.size):
         if kind == RTA_DST:
             dst = bytes(payload)
         elif kind == RTA_NH_ID:
             nexthop_id = U32.unpack_from(payload)[0]
         elif kind == RTA_GATEWAY:
-            gateway = ip_address(bytes(payload))
+            raw_gateway = bytes(payload)
         elif kind == RTA_OIF:
             oif = U32.unpack_from(payload)[0]
         elif kind == RTA_TABLE:
             table = U32.unpack_from(payload)[0]
-    network_type = IPv4Network if family == socket.AF_INET else IPv6Network
-    destination = network_type((int.from_bytes(dst, "big"), dst_len))
-    return protocol, table, KernelRoute(destination, nexthop_id, gateway, oif)
+    # A route by nexthop id is described by its nexthop; don't build what nobody reads.
+    gateway = _address(raw_gateway) if raw_gateway and nexthop_id is None else None
+    return protocol, table, KernelRoute(_network(dst, dst_len), nexthop_id, gateway, oif)
+
+
+# Dumps of thousands of routes would build the same ipaddress objects again and again;
+# the objects are immutable, so each distinct value is built once. Bounded by the
+# number of distinct routes and gateways the namespace holds (cleared if it grows past).
+_networks: dict[tuple[bytes, int], IPNetwork] = {}
+_addresses: dict[bytes, IPAddress] = {}
+_CACHE_LIMIT = 200_000
+
+
+def _network(raw: bytes, prefixlen: int) -> IPNetwork:
+    key = (raw, prefixlen)
+    found = _networks.get(key)
+    if found is None:
+        if len(_networks) > _CACHE_LIMIT:
+            _networks.clear()
+        network_type = IPv4Network if len(raw) == 4 else IPv6Network
+        found = _networks[key] = network_type((int.from_bytes(raw, "big"), prefixlen))
+    return found
+
+
+def _address(raw: bytes) -> IPAddress:
+    found = _addresses.get(raw)
+    if found is None:
+        if len(_addresses) > _CACHE_LIMIT:
+            _addresses.clear()
+        found = _addresses[raw] = ip_address(raw)
+    return found
 
 
 def parse_nexthop(body: memoryview) -> KernelNexthop | None:
@@ -222,7 +250,7 @@ def parse_nexthop(body: memoryview) -> KernelNexthop | None:
         if kind == NHA_ID:
             nexthop_id = U32.unpack_from(payload)[0]
         elif kind == NHA_GATEWAY:
-            gateway = ip_address(bytes(payload))
+            gateway = _address(bytes(payload))
         elif kind == NHA_OIF:
             oif = U32.unpack_from(payload)[0]
     if nexthop_id is None:

@@ -44,6 +44,8 @@ class KernelState:
     used_nexthop_ids: set[int] = field(default_factory=set)  # everyone's
     #: (gateway, device) -> id of our nexthop for it, valid after a full plan.
     nexthop_ids: dict[NexthopKey, int] = field(default_factory=dict)
+    #: Where the search for a free nexthop id continues (ids are handed out in order).
+    next_id_hint: int = NEXTHOP_ID_BASE
 
 
 @dataclass
@@ -84,7 +86,7 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
         else:
             nexthop_ids[key] = nexthop.id  # type: ignore[index]
     needed = {route.nexthop for route in desired.values()}
-    free_ids = _free_ids(kernel.used_nexthop_ids)
+    free_ids = _free_ids(kernel)
     for key in sorted(needed - nexthop_ids.keys(), key=lambda k: (k[0].version, k[0], k[1])):
         new_id = next(free_ids)
         plan.create_nexthops.append((new_id, key[0], key[1]))
@@ -116,7 +118,7 @@ def plan_subset(
     desired state is known not to have changed since the last full plan. ``needed``
     counts the desired routes per nexthop, so a nexthop goes when its last route goes."""
     plan = Plan()
-    free_ids = _free_ids(kernel.used_nexthop_ids)
+    free_ids = _free_ids(kernel)
     created: dict[NexthopKey, int] = {}
     for destination in sorted(destinations, key=lambda d: (d.version, d)):
         route = desired.get(destination)
@@ -140,13 +142,15 @@ def plan_subset(
     return plan
 
 
-def _free_ids(used: set[int]) -> Iterator[int]:
-    """Ids nobody uses, in order from :data:`NEXTHOP_ID_BASE`: one pass for a whole plan."""
-    candidate = NEXTHOP_ID_BASE
-    while candidate <= 0xFFFFFFFF:
-        if candidate not in used:
-            yield candidate
-        candidate += 1
+def _free_ids(kernel: KernelState) -> Iterator[int]:
+    """Ids nobody uses, from where the last search stopped (wrapping once to the base), so
+    handing out k ids costs O(k), not O(ids in use)."""
+    used = kernel.used_nexthop_ids
+    for start, stop in ((kernel.next_id_hint, 0x100000000), (NEXTHOP_ID_BASE, kernel.next_id_hint)):
+        for candidate in range(start, stop):
+            if candidate not in used:
+                kernel.next_id_hint = candidate + 1
+                yield candidate
 
 
 def apply_plan_to_state(
