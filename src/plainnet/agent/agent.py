@@ -389,7 +389,7 @@ class Agent:
                 relevant = False
                 while True:
                     try:
-                        data = sock.recv(netlink.RCVBUF)
+                        data = sock.recv(netlink.RECV_SIZE)
                     except BlockingIOError:
                         break
                     except OSError:  # ENOBUFS: events were lost; assume the worst

@@ -64,6 +64,8 @@ NLMSGERR = struct.Struct("=i")
 #: so a batch's ACKs fit the receive buffer many times over.
 BATCH = 500
 RCVBUF = 8 * 1024 * 1024
+#: One recv returns one netlink datagram: an ACK, or a dump chunk of at most 32 KiB.
+RECV_SIZE = 256 * 1024
 
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -295,7 +297,7 @@ class RouteSocket:
         seq = self._next_seq()
         self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body))
         while True:
-            data = self.sock.recv(RCVBUF)
+            data = self.sock.recv(RECV_SIZE)
             for msg_kind, _, msg_seq, msg_body in iter_messages(data):
                 if msg_seq != seq:
                     continue
@@ -379,7 +381,7 @@ class RouteSocket:
             self.sock.send(buffer)
             pending = len(chunk)
             while pending:
-                data = self.sock.recv(RCVBUF)
+                data = self.sock.recv(RECV_SIZE)
                 for kind, _, seq, body in iter_messages(data):
                     if kind != NLMSG_ERROR:
                         continue

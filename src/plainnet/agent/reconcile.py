@@ -136,9 +136,17 @@ def plan_subset(
             plan.add_routes.append((destination, want, route))
         elif have.nexthop_id != want:
             plan.replace_routes.append((destination, want, route))
-    for key, nexthop_id in kernel.nexthop_ids.items():
-        if needed.get(key, 0) <= 0:
-            plan.delete_nexthops.append(nexthop_id)
+    # Only nexthops that served a changed route can have lost their last route.
+    for destination in destinations:
+        have = kernel.routes.get(destination)
+        nexthop = kernel.nexthops.get(have.nexthop_id) if have and have.nexthop_id else None
+        if nexthop is None:
+            continue
+        key = (nexthop.gateway, nexthop.oif)
+        unused = needed.get(key, 0) <= 0  # type: ignore[call-overload]
+        ours = kernel.nexthop_ids.get(key) == nexthop.id  # type: ignore[arg-type]
+        if unused and ours and nexthop.id not in plan.delete_nexthops:
+            plan.delete_nexthops.append(nexthop.id)
     return plan
 
 
