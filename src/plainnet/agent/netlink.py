@@ -201,17 +201,30 @@ def parse_route(body: memoryview) -> tuple[int, int, KernelRoute] | None:
     dst = bytes(4 if family == socket.AF_INET else 16)
     nexthop_id = oif = None
     raw_gateway = b""
-    for kind, payload in iter_attrs(body, RTMSG.size):
+    # The attribute walk is inlined (no iter_attrs generator): resyncs parse every
+    # plainnet route, and this loop is most of their cost.
+    offset, end, unpack_attr, unpack_u32 = (
+        RTMSG.size,
+        len(body),
+        RTATTR.unpack_from,
+        U32.unpack_from,
+    )
+    while offset + 4 <= end:
+        length, kind = unpack_attr(body, offset)
+        if length < 4:
+            break
+        kind &= 0x3FFF
         if kind == RTA_DST:
-            dst = bytes(payload)
+            dst = bytes(body[offset + 4 : offset + length])
         elif kind == RTA_NH_ID:
-            nexthop_id = U32.unpack_from(payload)[0]
+            nexthop_id = unpack_u32(body, offset + 4)[0]
         elif kind == RTA_GATEWAY:
-            raw_gateway = bytes(payload)
+            raw_gateway = bytes(body[offset + 4 : offset + length])
         elif kind == RTA_OIF:
-            oif = U32.unpack_from(payload)[0]
+            oif = unpack_u32(body, offset + 4)[0]
         elif kind == RTA_TABLE:
-            table = U32.unpack_from(payload)[0]
+            table = unpack_u32(body, offset + 4)[0]
+        offset += (length + 3) & ~3
     # A route by nexthop id is described by its nexthop; don't build what nobody reads.
     gateway = _address(raw_gateway) if raw_gateway and nexthop_id is None else None
     return protocol, table, KernelRoute(_network(dst, dst_len), nexthop_id, gateway, oif)
@@ -248,13 +261,24 @@ def _address(raw: bytes) -> IPAddress:
 def parse_nexthop(body: memoryview) -> KernelNexthop | None:
     _, _, protocol, _, _ = NHMSG.unpack_from(body, 0)
     nexthop_id = gateway = oif = None
-    for kind, payload in iter_attrs(body, NHMSG.size):
+    offset, end, unpack_attr, unpack_u32 = (
+        NHMSG.size,
+        len(body),
+        RTATTR.unpack_from,
+        U32.unpack_from,
+    )
+    while offset + 4 <= end:
+        length, kind = unpack_attr(body, offset)
+        if length < 4:
+            break
+        kind &= 0x3FFF
         if kind == NHA_ID:
-            nexthop_id = U32.unpack_from(payload)[0]
+            nexthop_id = unpack_u32(body, offset + 4)[0]
         elif kind == NHA_GATEWAY:
-            gateway = _address(bytes(payload))
+            gateway = _address(bytes(body[offset + 4 : offset + length]))
         elif kind == NHA_OIF:
-            oif = U32.unpack_from(payload)[0]
+            oif = unpack_u32(body, offset + 4)[0]
+        offset += (length + 3) & ~3
     if nexthop_id is None:
         return None
     return KernelNexthop(nexthop_id, gateway, oif, protocol)

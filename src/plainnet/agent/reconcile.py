@@ -20,7 +20,13 @@ from plainnet.ipam.types import IPAddress, IPNetwork
 #: everything in a namespace, so a new id is always checked against all existing ones.
 NEXTHOP_ID_BASE = 0x504E0000
 
-NexthopKey = tuple[IPAddress, int]  # (gateway, ifindex)
+#: (IP version, gateway as an int, ifindex): plain ints, because ``ipaddress`` objects
+#: hash in Python code and a resync hashes every key several times.
+NexthopKey = tuple[int, int, int]
+
+
+def nexthop_key(gateway: IPAddress, ifindex: int) -> NexthopKey:
+    return (gateway.version, int(gateway), ifindex)
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,10 @@ class DesiredRoute:
     gateway: IPAddress
     ifindex: int
     node: str  # for log lines
+    nexthop: NexthopKey = field(init=False, compare=False)
 
-    @property
-    def nexthop(self) -> NexthopKey:
-        return (self.gateway, self.ifindex)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nexthop", nexthop_key(self.gateway, self.ifindex))
 
 
 @dataclass
@@ -80,16 +86,21 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
     # Reuse one of our nexthops per (gateway, device); extra copies go.
     nexthop_ids: dict[NexthopKey, int] = {}
     for nexthop in sorted(kernel.nexthops.values(), key=lambda n: n.id):
-        key = (nexthop.gateway, nexthop.oif)
-        if nexthop.gateway is None or nexthop.oif is None or key in nexthop_ids:
+        if nexthop.gateway is None or nexthop.oif is None:
+            plan.delete_nexthops.append(nexthop.id)
+            continue
+        key = nexthop_key(nexthop.gateway, nexthop.oif)
+        if key in nexthop_ids:
             plan.delete_nexthops.append(nexthop.id)
         else:
-            nexthop_ids[key] = nexthop.id  # type: ignore[index]
-    needed = {route.nexthop for route in desired.values()}
+            nexthop_ids[key] = nexthop.id
+    needed: dict[NexthopKey, DesiredRoute] = {}
+    for route in desired.values():
+        needed.setdefault(route.nexthop, route)
     free_ids = _free_ids(kernel)
-    for key in sorted(needed - nexthop_ids.keys(), key=lambda k: (k[0].version, k[0], k[1])):
+    for key in sorted(needed.keys() - nexthop_ids.keys()):
         new_id = next(free_ids)
-        plan.create_nexthops.append((new_id, key[0], key[1]))
+        plan.create_nexthops.append((new_id, needed[key].gateway, needed[key].ifindex))
         nexthop_ids[key] = new_id
     deleting = set(plan.delete_nexthops)
     for key, nexthop_id in nexthop_ids.items():
@@ -142,9 +153,11 @@ def plan_subset(
         nexthop = kernel.nexthops.get(have.nexthop_id) if have and have.nexthop_id else None
         if nexthop is None:
             continue
-        key = (nexthop.gateway, nexthop.oif)
-        unused = needed.get(key, 0) <= 0  # type: ignore[call-overload]
-        ours = kernel.nexthop_ids.get(key) == nexthop.id  # type: ignore[arg-type]
+        if nexthop.gateway is None or nexthop.oif is None:
+            continue
+        key = nexthop_key(nexthop.gateway, nexthop.oif)
+        unused = needed.get(key, 0) <= 0
+        ours = kernel.nexthop_ids.get(key) == nexthop.id
         if unused and ours and nexthop.id not in plan.delete_nexthops:
             plan.delete_nexthops.append(nexthop.id)
     return plan
@@ -169,7 +182,7 @@ def apply_plan_to_state(
     for nexthop_id, gateway, ifindex in plan.create_nexthops:
         kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol)
         kernel.used_nexthop_ids.add(nexthop_id)
-        kernel.nexthop_ids[(gateway, ifindex)] = nexthop_id
+        kernel.nexthop_ids[nexthop_key(gateway, ifindex)] = nexthop_id
     for destination, nexthop_id, route in plan.add_routes + plan.replace_routes:
         if destination not in failed:
             kernel.routes[destination] = KernelRoute(
