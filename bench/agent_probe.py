@@ -25,6 +25,7 @@ import aetcd.transactions
 
 from plainnet.agent import ROUTE_PROTOCOL
 from plainnet.agent.netlink import RTM_NEWROUTE, iter_messages, parse_route, subscribe_events
+from plainnet.datastore.etcd import etcd_client
 
 PREFIX = "/coreos.com/network"
 CLUSTER = "10.128.0.0/9"
@@ -87,8 +88,7 @@ async def latency(client: aetcd.Client, events_count: int, first: int) -> list[f
 
 
 async def main(endpoint: str, command: str, *args: str) -> None:
-    host, port = endpoint.removeprefix("http://").split(":")
-    client = aetcd.Client(host=host, port=int(port), timeout=120)
+    client = etcd_client(endpoint, timeout=120)
     try:
         if command == "load":
             await load(client, int(args[0]))

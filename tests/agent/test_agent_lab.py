@@ -66,6 +66,20 @@ def metric(cluster, node, name):
     )
 
 
+def agent_cleanup(cluster, node):
+    """``plainnet agent cleanup`` on ``node``, as an operator runs it."""
+    command = [
+        sys.executable,
+        "-m",
+        "plainnet.cli.main",
+        "agent",
+        "cleanup",
+        "--run-dir",
+        str(cluster.run_dir(node)),
+    ]
+    return cluster.lab.run(node, command, capture_output=True, text=True)
+
+
 def test_every_pod_reaches_every_pod_dual_stack_without_nat(cluster_factory, lab_name):
     cluster = cluster_factory(lab_name, nodes=4, pods_per_node=2)
     probes = probe_pods(cluster.pods)
@@ -272,20 +286,7 @@ def test_health_metrics_and_cleanup(cluster_factory, lab_name):
         "node1", ["ip", "route", "add", "192.0.2.0/24", "via", "10.250.0.3"], check=True
     )
     cluster.stop_agent("node1")
-    cleaned = cluster.lab.run(
-        "node1",
-        [
-            sys.executable,
-            "-m",
-            "plainnet.cli.main",
-            "agent",
-            "cleanup",
-            "--run-dir",
-            str(cluster.run_dir("node1")),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    cleaned = agent_cleanup(cluster, "node1")
     assert cleaned.returncode == 0, cleaned.stderr
     assert "removed 2 routes and 2 nexthops" in cleaned.stdout
     for args in (
@@ -326,19 +327,7 @@ def test_a_node_with_a_flannel_lease_and_flannel_routes_interoperates(cluster_fa
     cluster.stop_agent("node3")
     etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
     wait_until(lambda: flannel_subnet not in cluster.node_routes("node1"), 5, what="node3 gone")
-    cluster.lab.run(
-        "node3",
-        [
-            sys.executable,
-            "-m",
-            "plainnet.cli.main",
-            "agent",
-            "cleanup",
-            "--run-dir",
-            str(cluster.run_dir("node3")),
-        ],
-        check=True,
-    )
+    assert agent_cleanup(cluster, "node3").returncode == 0
     node3_ip = str(cluster.lab.host("node3").ipv4)
     key = SUBNETS + flannel_subnet.replace("/", "-")
     etcd_tool(

@@ -17,6 +17,8 @@ import time
 import aetcd
 import aetcd.transactions
 
+from plainnet.datastore.etcd import etcd_client
+
 PREFIX = "/coreos.com/network/subnets/"
 
 
@@ -25,8 +27,7 @@ def lease_name(index: int) -> str:
 
 
 async def main(endpoint: str, command: str, *args: str) -> None:
-    host, port = endpoint.removeprefix("http://").split(":")
-    client = aetcd.Client(host=host, port=int(port), timeout=60)
+    client = etcd_client(endpoint, timeout=120)
     try:
         if command == "put":
             await client.put(args[0].encode(), args[1].encode())

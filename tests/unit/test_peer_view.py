@@ -14,16 +14,24 @@ from plainnet.datastore.records import InvalidRecord, PeerRecord
 
 CLUSTER = [ip_network("10.244.0.0/16")]
 LOCAL = [LocalNetwork(ip_network("10.250.0.0/24"), 2, "eth0", ip_address("10.250.0.1"))]
-OWN = PeerRecord("own", "own", (ip_network("10.244.1.0/24"),), (ip_address("10.250.0.1"),),
-                 "host-gw")
-SUBNETS = ["10.244.2.0/24", "10.244.3.0/24", "10.244.2.0/23", "10.244.1.128/25",
-           "10.244.9.0/24", "10.9.0.0/24"]
+OWN = PeerRecord(
+    "own", "own", (ip_network("10.244.1.0/24"),), (ip_address("10.250.0.1"),), "host-gw"
+)
+SUBNETS = [
+    "10.244.2.0/24",
+    "10.244.3.0/24",
+    "10.244.2.0/23",
+    "10.244.1.128/25",
+    "10.244.9.0/24",
+    "10.9.0.0/24",
+]
 GATEWAYS = ["10.250.0.2", "10.250.0.3", "192.168.0.9"]
 
 change = st.tuples(
     st.integers(0, 7),  # key
-    st.one_of(st.none(), st.tuples(st.sampled_from(SUBNETS), st.sampled_from(GATEWAYS),
-                                   st.booleans())),
+    st.one_of(
+        st.none(), st.tuples(st.sampled_from(SUBNETS), st.sampled_from(GATEWAYS), st.booleans())
+    ),
 )
 
 
@@ -33,8 +41,9 @@ def make(key: str, spec, revision: int):
     subnet, gateway, valid = spec
     if not valid:
         return InvalidRecord(key, "broken", revision)
-    return PeerRecord(key, key, (ip_network(subnet),), (ip_address(gateway),), "host-gw",
-                      claimed_at=revision)
+    return PeerRecord(
+        key, key, (ip_network(subnet),), (ip_address(gateway),), "host-gw", claimed_at=revision
+    )
 
 
 def fresh(records):
@@ -73,10 +82,12 @@ def test_incremental_updates_equal_a_rebuild(batches):
         assert view.accepted == expected.accepted
         assert view.desired == expected.desired
         assert {k: r.reason for k, r in view.refusals.items()} == {
-            k: r.reason for k, r in expected.refusals.items()}
+            k: r.reason for k, r in expected.refusals.items()
+        }
         assert +view.nexthop_refs == +Counter(expected.nexthop_refs)
         # and the kernel, as the plans left it, holds exactly the desired routes
         assert {d: kernel.nexthops[r.nexthop_id].gateway for d, r in kernel.routes.items()} == {
-            d: r.gateway for d, r in expected.desired.items()}
+            d: r.gateway for d, r in expected.desired.items()
+        }
         used = {r.nexthop_id for r in kernel.routes.values()}
         assert set(kernel.nexthops) == used, "no nexthop left without a route"

@@ -68,6 +68,16 @@ def _client_errors() -> tuple[type[BaseException], ...]:
     return (aetcd.exceptions.ClientError, ConnectionError, OSError)
 
 
+def etcd_client(endpoint: str, timeout: float = 5.0) -> aetcd.Client:
+    """An aetcd client for ``http://HOST:PORT``, with plainnet's channel settings."""
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if not url.hostname:
+        raise DatastoreError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+    return aetcd.Client(
+        host=url.hostname, port=url.port or 2379, timeout=int(timeout) or 1, options=GRPC_OPTIONS
+    )
+
+
 class EtcdDatastore:
     def __init__(
         self,
@@ -76,18 +86,10 @@ class EtcdDatastore:
         ttl_seconds: int = fmt.DEFAULT_TTL_SECONDS,
         timeout: float = 5.0,
     ) -> None:
-        url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        if not url.hostname:
-            raise DatastoreError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
         self.endpoint = endpoint
         self.prefix = prefix.rstrip("/")
         self.ttl_seconds = ttl_seconds
-        self.client = aetcd.Client(
-            options=GRPC_OPTIONS,
-            host=url.hostname,
-            port=url.port or 2379,
-            timeout=int(timeout) or 1,
-        )
+        self.client = etcd_client(endpoint, timeout)
         self._subnets_prefix = f"{self.prefix}/subnets/"
         self._own: PeerRecord | None = None
         self._claim: NodeClaim | None = None

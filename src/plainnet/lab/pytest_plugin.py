@@ -39,38 +39,34 @@ def lab_name() -> str:
     return f"{_run_prefix()}{next(_counter)}"
 
 
-@pytest.fixture
-def lab_factory() -> Iterator[Callable[[Topology], Lab]]:
+def _torn_down_after_the_test(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield a builder that remembers what it built and tears all of it down, newest
+    first, when the test ends — passed, failed or errored."""
     if os.geteuid() != 0:
         pytest.skip("lab tests create network namespaces and need root")
-    built: list[Lab] = []
+    built: list[Any] = []
 
-    def build(topology: Topology) -> Lab:
-        lab = Lab(topology)
-        built.append(lab)
-        return lab.up()
+    def build(*args: Any, **kwargs: Any) -> Any:
+        thing = make(*args, **kwargs)
+        built.append(thing)
+        return thing.up()
 
     yield build
-    for lab in reversed(built):
-        lab.down()
+    for thing in reversed(built):
+        thing.down()
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[[Topology], Lab]]:
+    yield from _torn_down_after_the_test(Lab)
 
 
 @pytest.fixture
 def cluster_factory() -> Iterator[Callable[..., LabCluster]]:
-    """``cluster_factory(name, nodes=..., ...)`` builds a lab cluster (etcd, agents, pods);
-    all are torn down when the test ends."""
-    if os.geteuid() != 0:
-        pytest.skip("lab tests create network namespaces and need root")
-    built: list[LabCluster] = []
-
-    def build(name: str, **spec: Any) -> LabCluster:
-        cluster = LabCluster(ClusterSpec(name=name, **spec))
-        built.append(cluster)
-        return cluster.up()
-
-    yield build
-    for cluster in reversed(built):
-        cluster.down()
+    """``cluster_factory(name, nodes=..., ...)`` builds a lab cluster (etcd, agents, pods)."""
+    yield from _torn_down_after_the_test(
+        lambda name, **spec: LabCluster(ClusterSpec(name=name, **spec))
+    )
 
 
 @pytest.fixture
