@@ -14,12 +14,9 @@ child that enters the namespace first.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,11 +24,9 @@ from pathlib import Path
 from pyroute2 import netns as pyroute2_netns
 
 from plainnet.errors import PlainnetError
+from plainnet.namespaces import setns, thread_in_namespace
 
 NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def path_of(name: str) -> Path:
@@ -63,13 +58,6 @@ def remove(name: str) -> None:
         pyroute2_netns.remove(name)
 
 
-def setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at ``fd``."""
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
-
-
 def enter(name: str) -> None:
     """Move this process into namespace ``name`` (before an ``exec``)."""
     fd = _open(name)
@@ -91,27 +79,16 @@ def entering(name: str) -> Iterator[Callable[[], None]]:
         os.close(fd)
 
 
-_socket_lock = threading.Lock()
-
-
 def socket_in(
     name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
 ) -> socket.socket:
     """A socket that lives in namespace ``name``, usable from this process. A socket
     keeps the namespace it was created in, so the calling thread enters ``name`` only
     for the ``socket()`` call and returns at once."""
-    with _socket_lock:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        target = _open(name)
-        try:
-            setns(target)
-            try:
-                return socket.socket(family, kind, proto)
-            finally:
-                setns(home)
-        finally:
-            os.close(target)
-            os.close(home)
+    if not exists(name):
+        raise PlainnetError(f"network namespace {name} does not exist")
+    with thread_in_namespace(path_of(name)):
+        return socket.socket(family, kind, proto)
 
 
 def write_sysctls(name: str, values: dict[str, str]) -> None:
