@@ -66,6 +66,7 @@ class AgentSettings:
     renew_seconds: float = 3600.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9158  # 0: no HTTP endpoint
+    cni_server: bool = True  # answer the CNI plugin on @plainnet-cni
     retry_seconds: float = 1.0
     protocol: int = ROUTE_PROTOCOL
 
@@ -182,6 +183,18 @@ class Agent:
         self._dirty = _Dirty()
         await self.start()
         self._dirty.mark("start")
+        cni = None
+        if self.settings.cni_server:
+            from plainnet.cni.handler import CniHandler  # pyroute2: only when serving CNI
+            from plainnet.cni.server import CniServer
+
+            try:
+                cni = CniServer(CniHandler(self.settings.run_dir)).start()
+            except OSError as exc:
+                raise PlainnetError(
+                    f"cannot serve CNI on @plainnet-cni ({exc.strerror}): is "
+                    f"another plainnet agent running on this node?"
+                ) from None
         server = None
         if self.settings.metrics_port:
             server = await serve_http(
@@ -206,6 +219,8 @@ class Agent:
                 await task
         if server is not None:
             server.close()
+        if cni is not None:
+            cni.stop()
         await self.datastore.close()
         self.kernel.close()
         for task in done:

@@ -76,6 +76,13 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="HOST:PORT for /metrics and /healthz, or off.",
 )
+@click.option(
+    "--cni/--no-cni",
+    "cni_server",
+    default=True,
+    show_default=True,
+    help="Answer the plainnet CNI plugin on this node (@plainnet-cni).",
+)
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -87,6 +94,7 @@ def agent(
     run_dir: Path,
     resync: float,
     metrics: str,
+    cni_server: bool,
 ) -> None:
     """Run the node agent: claim this node's pod subnet, route every peer's."""
     if ctx.invoked_subcommand is not None:
@@ -107,6 +115,7 @@ def agent(
         renew_seconds=max(lease_ttl / 3, 1),
         metrics_host=host,
         metrics_port=port,
+        cni_server=cni_server,
     )
     run_agent(settings, EtcdDatastore(etcd_endpoint, etcd_prefix, ttl_seconds=lease_ttl))
 

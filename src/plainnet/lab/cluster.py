@@ -7,10 +7,9 @@ On top of a lab underlay (:mod:`plainnet.lab.builder`):
 - every node host runs a real ``plainnet agent`` process in its own namespace, as on
   a machine, with its own run directory (``/run/plainnet/labs/<lab>/<node>``) since
   all lab nodes share this machine's filesystem;
-- every node gets a bridge ``cbr0`` holding the gateway address(es) of its subnet(s),
-  and pods: namespaces ``pn-<lab>-<node>-p<k>`` with a veth on ``cbr0``, an address
-  from the node subnet (through the IPAM file store) and default routes via the
-  gateway. This pod plumbing is a lab helper until the CNI plugin replaces it.
+- pods are namespaces ``pn-<lab>-<node>-p<k>`` plumbed by the plainnet CNI plugin,
+  called through its conflist exactly as a container runtime calls it
+  (:mod:`plainnet.lab.cni_runtime`), with the reference portmap plugin chained after.
 """
 
 from __future__ import annotations
@@ -22,25 +21,23 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
-
 from plainnet.agent.node_state import NodeState, read_node_state
+from plainnet.cni.install import CONFLIST, install
 from plainnet.errors import PlainnetError
-from plainnet.ipam.file_store import FilePodAddressStore, store_directory
-from plainnet.ipam.pod_addresses import PodAddressAllocator, first_usable
 from plainnet.ipam.types import IPAddress
 from plainnet.lab import netns
-from plainnet.lab.builder import HOST_SYSCTLS, STATE_DIR, Lab
+from plainnet.lab.builder import STATE_DIR, Lab
+from plainnet.lab.cni_runtime import CniCallError, CniRuntime
 from plainnet.lab.etcd_server import EtcdServer
 from plainnet.lab.topology import PREFIX, Host, Segment, Topology, segment_subnets
 
 ETCD_PORT = 2379
-BRIDGE = "cbr0"
+#: Debian's containernetworking-plugins (portmap, bridge, host-local, ...).
+REFERENCE_PLUGINS = Path("/usr/lib/cni")
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
 
 
@@ -114,11 +111,11 @@ class LabCluster:
             for node in self.nodes:
                 self.start_agent(node)
             deadline = time.monotonic() + timeout
+            self.install_cni()
             for node in self.nodes:
-                state = self.wait_for_node_state(node, deadline)
-                self.make_bridge(node, state)
+                self.wait_for_node_state(node, deadline)
                 for k in range(1, self.spec.pods_per_node + 1):
-                    self.add_pod(node, f"p{k}", state)
+                    self.add_pod(node, f"p{k}")
             self.save()
         except BaseException:
             self.down()
@@ -253,64 +250,58 @@ class LabCluster:
             f"agent on {node} published no subnet in time: {self.agent_log(node)[-500:]}"
         )
 
-    def make_bridge(self, node: str, state: NodeState) -> None:
-        """``cbr0`` with the gateway of each node subnet, as kubenet (and later the CNI
-        plugin) sets it up."""
-        with IPRoute(netns=self.lab.host(node).namespace) as ipr:
-            if not ipr.link_lookup(ifname=BRIDGE):
-                ipr.link("add", ifname=BRIDGE, kind="bridge", mtu=state.mtu)
-            index = ipr.link_lookup(ifname=BRIDGE)[0]
-            for subnet in state.subnets:
-                ipr.addr(
-                    "add",
-                    index=index,
-                    address=str(first_usable(subnet)),
-                    prefixlen=subnet.prefixlen,
-                    flags=IFA_F_NODAD,
-                )
-            ipr.link("set", index=index, state="up")
+    def install_cni(self) -> None:
+        """The plugin and conflist into the lab's own CNI directories (all lab nodes share
+        this machine's filesystem; each finds its own agent through its namespace)."""
+        install(self.cni_bin_dir, self.cni_conf_dir)
 
-    def add_pod(self, node: str, pod: str, state: NodeState) -> Pod:
+    @property
+    def cni_bin_dir(self) -> Path:
+        return self.directory / "cni" / "bin"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.directory / "cni" / "net.d"
+
+    def runtime(self, node: str, conflist: Path | None = None) -> CniRuntime:
+        return CniRuntime(
+            conflist or self.cni_conf_dir / CONFLIST,
+            [self.cni_bin_dir, REFERENCE_PLUGINS],
+            self.directory / "cni" / "cache" / node,
+            partial(self.lab.run, node),
+        )
+
+    def add_pod(
+        self,
+        node: str,
+        pod: str,
+        timeout: float = 10.0,
+        runtime_config: dict[str, Any] | None = None,
+    ) -> Pod:
+        """A pod namespace, plumbed by the CNI plugin exactly as a runtime calls it. Like
+        kubelet, retry while the plugin says "try again later" (code 11)."""
         namespace = f"{PREFIX}{self.spec.name}-{node}-{pod}"
         netns.create(namespace)
-        netns.write_sysctls(namespace, HOST_SYSCTLS)
-        addresses = []
-        for subnet in state.subnets:
-            store = FilePodAddressStore(store_directory(self.run_dir(node) / "pods", subnet))
-            addresses.append(PodAddressAllocator(subnet, store).allocate(namespace, "eth0"))
-        port = f"veth-{pod}"
-        with IPRoute(netns=self.lab.host(node).namespace) as ipr:
-            ipr.link(
-                "add",
-                ifname=port,
-                kind="veth",
-                mtu=state.mtu,
-                peer={"ifname": "eth0", "net_ns_fd": namespace, "mtu": state.mtu},
-            )
-            ipr.link(
-                "set",
-                index=ipr.link_lookup(ifname=port)[0],
-                master=ipr.link_lookup(ifname=BRIDGE)[0],
-                state="up",
-            )
-        with IPRoute(netns=namespace) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            index = ipr.link_lookup(ifname="eth0")[0]
-            for address, subnet in zip(addresses, state.subnets, strict=True):
-                ipr.addr(
-                    "add",
-                    index=index,
-                    address=str(address),
-                    prefixlen=subnet.prefixlen,
-                    flags=IFA_F_NODAD,
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = self.runtime(node).add(
+                    namespace, str(netns.path_of(namespace)), runtime_config=runtime_config
                 )
-            ipr.link("set", index=index, state="up")
-            for subnet in state.subnets:
-                default = "0.0.0.0/0" if subnet.version == 4 else "::/0"
-                ipr.route("add", dst=default, gateway=str(first_usable(subnet)))
-        created = Pod(f"{node}-{pod}", node, namespace, tuple(addresses))
+                break
+            except CniCallError as failure:
+                if failure.code != 11 or time.monotonic() > deadline:
+                    raise PlainnetError(str(failure)) from None
+                time.sleep(0.05)
+        addresses = tuple(ip_interface(ip["address"]).ip for ip in result["ips"])
+        created = Pod(f"{node}-{pod}", node, namespace, addresses)
         self.pods.append(created)
         return created
+
+    def delete_pod(self, pod: Pod) -> None:
+        self.runtime(pod.node).delete(pod.namespace, str(netns.path_of(pod.namespace)))
+        netns.remove(pod.namespace)
+        self.pods.remove(pod)
 
     def node_routes(self, node: str, version: int = 4) -> dict[str, str]:
         """plainnet's routes on ``node`` as iproute2 shows them: destination -> gateway."""

@@ -1,0 +1,267 @@
+"""CNI commands: ADD, DEL, CHECK, STATUS, GC, VERSION.
+
+The node's facts come from the agent's ``subnet.json`` (pod subnets, cluster CIDRs,
+MTU); pod addresses from the IPAM file store (one per node subnet), so they survive a
+crash of the agent and concurrent ADDs never share one.
+
+An ADD that fails after taking addresses gives them back and removes what it made; a
+DEL never fails for something already gone (no container, no namespace, no address).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from ipaddress import ip_interface
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from plainnet.agent.node_state import NodeState, read_node_state
+from plainnet.cni import dataplane, masquerade
+from plainnet.cni.config import SUPPORTED_VERSIONS, CniRequest, parse_request
+from plainnet.cni.errors import (
+    CHECK_FAILED,
+    PLUGIN_NOT_AVAILABLE,
+    SETUP_FAILED,
+    TRY_AGAIN_LATER,
+    CniError,
+)
+from plainnet.ipam.errors import IpamError
+from plainnet.ipam.file_store import FilePodAddressStore, store_directory
+from plainnet.ipam.pod_addresses import Owner, PodAddressAllocator, first_usable
+
+log = logging.getLogger("plainnet.cni")
+
+
+class CniHandler:
+    def __init__(self, run_dir: Path, ipam_dir: Path | None = None) -> None:
+        self.run_dir = run_dir
+        self.ipam_dir = ipam_dir or run_dir / "ipam"
+        self._masqueraded: tuple[str, ...] | None = None
+        self._masquerade_lock = threading.Lock()
+
+    # --- entry point --------------------------------------------------------------------
+
+    def handle(self, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+        """Exit code and stdout of one plugin invocation."""
+        version = "1.1.0"
+        try:
+            if env.get("CNI_COMMAND") == "VERSION":
+                return 0, self.version()
+            request = parse_request(env, stdin)
+            version = request.config.cni_version
+            command = getattr(self, request.command.lower())
+            return 0, command(request)
+        except CniError as error:
+            log.warning(
+                "CNI %s %s: %s %s",
+                env.get("CNI_COMMAND"),
+                env.get("CNI_CONTAINERID"),
+                error.msg,
+                error.details,
+            )
+            return 1, error.to_json(version)
+        except Exception as exc:
+            log.exception("CNI %s failed", env.get("CNI_COMMAND"))
+            return 1, CniError(SETUP_FAILED, "plainnet failed", str(exc)).to_json(version)
+
+    def version(self) -> bytes:
+        return (
+            json.dumps(
+                {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)}
+            ).encode()
+            + b"\n"
+        )
+
+    # --- commands ------------------------------------------------------------------------
+
+    def add(self, request: CniRequest) -> bytes:
+        node = self._node()
+        config = request.config
+        mtu = config.mtu or node.mtu
+        pools = self._pools(node)
+        addresses = []
+        try:
+            for pool in pools:
+                address = pool.allocate(request.container_id, request.ifname)
+                addresses.append(ip_interface(f"{address}/{pool.subnet.prefixlen}"))
+        except IpamError as exc:
+            self._release(pools, request)
+            raise CniError(TRY_AGAIN_LATER, str(exc)) from None
+        gateways = [ip_interface(f"{first_usable(p.subnet)}/{p.subnet.prefixlen}") for p in pools]
+        host_name = dataplane.host_veth_name(request.container_id, request.ifname)
+        try:
+            if config.masquerade:
+                self._ensure_masquerade(node)
+            with IPRoute() as host:
+                bridge_index, bridge_mac = dataplane.ensure_bridge(
+                    host, config.bridge, gateways, mtu
+                )
+                link = dataplane.setup_pod(
+                    host,
+                    request.netns,
+                    request.ifname,
+                    host_name,
+                    bridge_index,
+                    addresses,
+                    [g.ip for g in gateways],
+                    mtu,
+                    config.hairpin,
+                )
+        except (NetlinkError, OSError, CniError) as exc:
+            self._release(pools, request)
+            with IPRoute() as host:
+                dataplane.remove_host_veth(host, host_name)
+            if isinstance(exc, CniError):
+                raise
+            raise CniError(
+                SETUP_FAILED, f"could not set up {request.ifname} in {request.netns}", str(exc)
+            ) from None
+        log.info(
+            "ADD %s %s: %s",
+            request.container_id[:12],
+            request.ifname,
+            ", ".join(map(str, addresses)),
+        )
+        result = {
+            "cniVersion": config.cni_version,
+            "interfaces": [
+                {"name": config.bridge, "mac": bridge_mac},
+                {"name": host_name, "mac": link.host_mac},
+                {"name": request.ifname, "mac": link.pod_mac, "sandbox": request.netns},
+            ],
+            "ips": [
+                {"address": str(a), "gateway": str(g.ip), "interface": 2}
+                for a, g in zip(addresses, gateways, strict=True)
+            ],
+            "routes": [
+                {"dst": "0.0.0.0/0" if g.version == 4 else "::/0", "gw": str(g.ip)}
+                for g in gateways
+            ],
+            "dns": {},
+        }
+        return json.dumps(result).encode() + b"\n"
+
+    def del_(self, request: CniRequest) -> bytes:
+        node = read_node_state(self.run_dir)
+        if node is not None:
+            released = self._release(self._pools(node), request)
+            if released:
+                log.info(
+                    "DEL %s %s: released %s",
+                    request.container_id[:12],
+                    request.ifname,
+                    ", ".join(map(str, released)),
+                )
+        with IPRoute() as host:
+            dataplane.remove_host_veth(
+                host, dataplane.host_veth_name(request.container_id, request.ifname)
+            )
+        return b""
+
+    def check(self, request: CniRequest) -> bytes:
+        node = self._node()
+        held = []
+        for pool in self._pools(node):
+            for reservation in pool.reservations():
+                if reservation.owner == Owner(request.container_id, request.ifname):
+                    held.append(ip_interface(f"{reservation.address}/{pool.subnet.prefixlen}"))
+        if not held:
+            raise CniError(
+                CHECK_FAILED, f"no address is reserved for {request.container_id} {request.ifname}"
+            )
+        expected = self._prev_addresses(request) or held
+        gateways = [first_usable(subnet) for subnet in node.subnets]
+        with IPRoute() as host:
+            problems = dataplane.check_pod(
+                host,
+                request.netns,
+                request.ifname,
+                dataplane.host_veth_name(request.container_id, request.ifname),
+                request.config.bridge,
+                expected,
+                gateways,
+            )
+        if set(expected) != set(held):
+            problems.append(
+                f"prevResult addresses {sorted(map(str, expected))} differ from the "
+                f"reserved {sorted(map(str, held))}"
+            )
+        if problems:
+            raise CniError(CHECK_FAILED, "; ".join(problems))
+        return b""
+
+    def status(self, request: CniRequest) -> bytes:
+        if read_node_state(self.run_dir) is None:
+            raise CniError(
+                PLUGIN_NOT_AVAILABLE,
+                "this node has no pod subnet yet",
+                f"waiting for the agent to write {self.run_dir / 'subnet.json'}",
+            )
+        return b""
+
+    def gc(self, request: CniRequest) -> bytes:
+        valid = set(request.config.valid_attachments or [])
+        node = read_node_state(self.run_dir)
+        released = []
+        if node is not None:
+            for pool in self._pools(node):
+                released.extend(pool.garbage_collect(valid))
+        keep = {dataplane.host_veth_name(c, i) for c, i in valid}
+        removed = []
+        with IPRoute() as host:
+            bridge = host.link_lookup(ifname=request.config.bridge)
+            if bridge:
+                for name in dataplane.bridge_ports(host, bridge[0]):
+                    if name and name.startswith("pn") and name not in keep:
+                        dataplane.remove_host_veth(host, name)
+                        removed.append(name)
+        log.info("GC: released %d addresses, removed %d interfaces", len(released), len(removed))
+        return b""
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _node(self) -> NodeState:
+        node = read_node_state(self.run_dir)
+        if node is None:
+            raise CniError(
+                TRY_AGAIN_LATER,
+                "this node has no pod subnet yet",
+                "the plainnet agent has not published it; retry shortly",
+            )
+        return node
+
+    def _pools(self, node: NodeState) -> list[PodAddressAllocator]:
+        return [
+            PodAddressAllocator(subnet, FilePodAddressStore(store_directory(self.ipam_dir, subnet)))
+            for subnet in node.subnets
+        ]
+
+    def _release(self, pools: list[PodAddressAllocator], request: CniRequest) -> list[Any]:
+        released = []
+        for pool in pools:
+            released.extend(pool.release(request.container_id, request.ifname))
+        return released
+
+    def _ensure_masquerade(self, node: NodeState) -> None:
+        wanted = tuple(str(c) for c in node.cluster_cidrs)
+        with self._masquerade_lock:
+            if self._masqueraded != wanted:
+                masquerade.apply(list(node.cluster_cidrs))
+                self._masqueraded = wanted
+
+    def _prev_addresses(self, request: CniRequest) -> list[Any]:
+        prev = request.config.prev_result or {}
+        try:
+            return [ip_interface(ip["address"]) for ip in prev.get("ips", [])]
+        except (KeyError, ValueError, TypeError):
+            return []
+
+
+# "del" is a Python keyword; the dispatcher looks commands up by name.
+CniHandler.del_.__name__ = "del"
+setattr(CniHandler, "del", CniHandler.del_)

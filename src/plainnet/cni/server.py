@@ -1,0 +1,76 @@
+"""The agent's side of the CNI plugin: answers the shim on the abstract unix socket
+``@plainnet-cni`` of the node's network namespace.
+
+An abstract socket needs no path and exists per network namespace, so the shim finds
+the agent of *its* node — also in the lab, where every node is a namespace on one
+machine. Abstract sockets have no file permissions; the server therefore accepts only
+peers whose credentials (``SO_PEERCRED``) say root, like the runtimes that call CNI.
+
+One thread per request: ADDs run concurrently (IPAM is safe across threads and
+processes), and a slow request never blocks the agent's asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import socketserver
+import struct
+import threading
+
+from plainnet.cni.handler import CniHandler
+
+log = logging.getLogger("plainnet.cni.server")
+
+SOCKET_NAME = "\0plainnet-cni"
+MAX_REQUEST = 1 << 20
+
+
+class _RequestHandler(socketserver.BaseRequestHandler):
+    server: CniServer
+
+    def handle(self) -> None:
+        connection: socket.socket = self.request
+        connection.settimeout(60)
+        pid, uid, _ = struct.unpack(
+            "3i",
+            connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")),
+        )
+        if uid not in (0, os.geteuid()):
+            log.warning("refused CNI request from pid %d uid %d: not root", pid, uid)
+            return
+        data = bytearray()
+        while len(data) < MAX_REQUEST:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        env_block, separator, stdin = bytes(data).partition(b"\0\0")
+        if not separator:  # no CNI_ variable at all: the block is just the terminator
+            env_block, stdin = b"", bytes(data[1:]) if data[:1] == b"\0" else bytes(data)
+        env = dict(
+            entry.decode().split("=", 1) for entry in env_block.split(b"\0") if b"=" in entry
+        )
+        code, out = self.server.handler.handle(env, stdin)
+        connection.sendall(f"{code}\n".encode() + out)
+
+
+class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, handler: CniHandler, name: str = SOCKET_NAME) -> None:
+        self.handler = handler
+        super().__init__(name, _RequestHandler)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> CniServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="cni-server", daemon=True)
+        self._thread.start()
+        log.info("CNI server listening on @%s", SOCKET_NAME.lstrip("\0"))
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
