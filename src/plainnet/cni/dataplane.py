@@ -112,7 +112,7 @@ def setup_pod(
     index = host.link_lookup(ifname=host_name)[0]
     host.link("set", index=index, master=bridge_index, state="up")
     if hairpin:
-        host.brport("set", index=index, hairpin_mode=1)
+        host.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE: hairpin
     host_link = host.link("get", index=index)[0]
     with pod_netlink(netns_path) as pod:
         pod_index = pod.link_lookup(ifname=ifname)[0]

@@ -114,6 +114,7 @@ class LabCluster:
             self.install_cni()
             for node in self.nodes:
                 self.wait_for_node_state(node, deadline)
+                self.wait_for_cni(node, deadline)
                 for k in range(1, self.spec.pods_per_node + 1):
                     self.add_pod(node, f"p{k}")
             self.save()
@@ -249,6 +250,24 @@ class LabCluster:
         raise PlainnetError(
             f"agent on {node} published no subnet in time: {self.agent_log(node)[-500:]}"
         )
+
+    def wait_for_cni(self, node: str, deadline: float) -> None:
+        """Until the node's plugin answers STATUS (CNI 1.1) with success, as a runtime
+        waits before it schedules pods on a node."""
+        config = json.dumps({"cniVersion": "1.1.0", "name": "plainnet", "type": "plainnet"})
+        env = {"CNI_COMMAND": "STATUS", "PATH": "/usr/bin:/bin"}
+        while time.monotonic() < deadline:
+            result = self.lab.run(
+                node,
+                [str(self.cni_bin_dir / "plainnet")],
+                env=env,
+                input=config.encode(),
+                capture_output=True,
+            )
+            if result.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise PlainnetError(f"the CNI plugin on {node} is not ready: {self.agent_log(node)[-500:]}")
 
     def install_cni(self) -> None:
         """The plugin and conflist into the lab's own CNI directories (all lab nodes share
