@@ -328,3 +328,45 @@ def test_cross_node_pods_reach_each_other_with_plugin_addresses(cluster_factory,
     with pytest.raises(CniCallError):  # a bogus netns path is refused cleanly
         cluster.runtime("node1").add("bogus", "/nonexistent/netns")
     socket.socket().close()
+
+
+def test_bandwidth_chained_after_plainnet_shapes_the_pod(node):
+    conf = node.directory / "cni" / "bw.conflist"
+    chain = conflist(portmap=False)
+    chain["plugins"].append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+    conf.write_text(json.dumps(chain))
+    namespace, path = new_netns(node, "bw")
+    result = node.runtime("node1", conf).add(
+        namespace,
+        path,
+        runtime_config={
+            "bandwidth": {
+                "ingressRate": 1_000_000,
+                "ingressBurst": 100_000,
+                "egressRate": 1_000_000,
+                "egressBurst": 100_000,
+            }
+        },
+    )
+    host_side = result["interfaces"][1]["name"]
+    qdiscs = node.lab.run(
+        "node1", ["tc", "qdisc", "show", "dev", host_side], capture_output=True, text=True
+    ).stdout
+    assert "tbf" in qdiscs
+    node.runtime("node1", conf).delete(namespace, path)
+
+
+def test_add_extends_a_previous_result_in_the_chain(node):
+    _namespace, path = new_netns(node, "pr")
+    prev = {
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "dummy"}],
+        "ips": [{"address": "192.0.2.9/24", "interface": 0}],
+        "dns": {"nameservers": ["x"]},
+    }
+    code, result = call(node, "node1", "ADD", config(prevResult=prev), "pr", path)
+    assert code == 0
+    assert result["interfaces"][0] == {"name": "dummy"}
+    assert result["ips"][0]["address"] == "192.0.2.9/24"
+    assert all(ip["interface"] == 3 for ip in result["ips"][1:])
+    assert result["dns"] == {"nameservers": ["x"]}

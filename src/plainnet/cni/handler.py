@@ -127,22 +127,33 @@ class CniHandler:
             request.ifname,
             ", ".join(map(str, addresses)),
         )
+        # After an earlier plugin of the chain, extend its result rather than drop it.
+        prev = config.prev_result or {}
+        interfaces = list(prev.get("interfaces", []))
+        pod_index = len(interfaces) + 2
         result = {
             "cniVersion": config.cni_version,
             "interfaces": [
+                *interfaces,
                 {"name": config.bridge, "mac": bridge_mac},
                 {"name": host_name, "mac": link.host_mac},
                 {"name": request.ifname, "mac": link.pod_mac, "sandbox": request.netns},
             ],
             "ips": [
-                {"address": str(a), "gateway": str(g.ip), "interface": 2}
-                for a, g in zip(addresses, gateways, strict=True)
+                *prev.get("ips", []),
+                *(
+                    {"address": str(a), "gateway": str(g.ip), "interface": pod_index}
+                    for a, g in zip(addresses, gateways, strict=True)
+                ),
             ],
             "routes": [
-                {"dst": "0.0.0.0/0" if g.version == 4 else "::/0", "gw": str(g.ip)}
-                for g in gateways
+                *prev.get("routes", []),
+                *(
+                    {"dst": "0.0.0.0/0" if g.version == 4 else "::/0", "gw": str(g.ip)}
+                    for g in gateways
+                ),
             ],
-            "dns": {},
+            "dns": prev.get("dns", {}),
         }
         return json.dumps(result).encode() + b"\n"
 
