@@ -21,7 +21,7 @@ step "a 4-node cluster, 2 pods per node, dual-stack, host-gw routes from plainne
 step "pods were created by the plainnet CNI plugin, called through this conflist as a runtime does"
 cat "/run/plainnet/labs/$lab/cni/net.d/10-plainnet.conflist"
 "$plainnet" lab check --lab "$lab"
-step "delete node1's route to node2's pod subnet by hand; the agent restores it"
+step "delete one of node1's plainnet routes by hand; the agent restores it within a second"
 route=$("$plainnet" lab exec --lab "$lab" node1 -- ip -4 route show proto 158 | head -1 | cut -d' ' -f1)
 "$plainnet" lab exec --lab "$lab" node1 -- ip route del "$route"
 sleep 1

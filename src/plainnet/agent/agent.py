@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 import signal
 import time
@@ -107,6 +109,7 @@ class Agent:
         self._local: list[LocalNetwork] | None = None
         self._reported: set[tuple[str, str]] = set()
         self._view: PeerView | None = None
+        self._trim_memory_after_pass = False
         #: Keys changed since the last pass; None: unknown, the next pass is a full one.
         self._changed_keys: set[str] | None = None
         self._last_pass_ok = 0.0
@@ -185,11 +188,10 @@ class Agent:
         self._dirty.mark("start")
         cni = None
         if self.settings.cni_server:
-            from plainnet.cni.handler import CniHandler  # pyroute2: only when serving CNI
             from plainnet.cni.server import CniServer
 
             try:
-                cni = CniServer(CniHandler(self.settings.run_dir)).start()
+                cni = CniServer(self.settings.run_dir).start()
             except OSError as exc:
                 raise PlainnetError(
                     f"cannot serve CNI on @plainnet-cni ({exc.strerror}): is "
@@ -271,6 +273,7 @@ class Agent:
         ):
             touched = view.update(self.records, changed) if changed else set()
         if touched is None:
+            self._trim_memory_after_pass = True
             view = PeerView(
                 self.own,
                 self.cluster_cidrs,
@@ -313,6 +316,9 @@ class Agent:
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         self._last_pass_ok = time.monotonic()
         self._last_error = None
+        if self._trim_memory_after_pass:
+            self._trim_memory_after_pass = False
+            release_free_memory()
 
     def _local_networks(self) -> list[LocalNetwork]:
         """This node's networks; the same list object as long as they are unchanged, which
@@ -447,6 +453,15 @@ class Agent:
             return False, "no reconcile pass for too long"
         datastore = "up" if self.metrics.datastore_up._value.get() else "unreachable"
         return True, f"ok (datastore {datastore}, {self.passes} passes)"
+
+
+def release_free_memory() -> None:
+    """Give memory freed after a full pass (the etcd list, parsed records, the old view)
+    back to the system: glibc keeps freed heap otherwise, and a long-running agent's
+    resident size would stay at its start-up peak."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:

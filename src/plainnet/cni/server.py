@@ -18,8 +18,11 @@ import socket
 import socketserver
 import struct
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from plainnet.cni.handler import CniHandler
+if TYPE_CHECKING:
+    from plainnet.cni.handler import CniHandler
 
 log = logging.getLogger("plainnet.cni.server")
 
@@ -52,7 +55,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
         env = dict(
             entry.decode().split("=", 1) for entry in env_block.split(b"\0") if b"=" in entry
         )
-        code, out = self.server.handler.handle(env, stdin)
+        code, out = self.server.handler().handle(env, stdin)
         connection.sendall(f"{code}\n".encode() + out)
 
 
@@ -60,10 +63,23 @@ class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, handler: CniHandler, name: str = SOCKET_NAME) -> None:
-        self.handler = handler
+    def __init__(self, run_dir: Path, name: str = SOCKET_NAME) -> None:
+        """Binds at once (a node is ready for CNI as soon as the agent runs); the handler
+        and pyroute2 are loaded by the first request, so the agent's own start — claim,
+        list, install routes — never waits for that import (~70 ms, ~10 MB)."""
+        self.run_dir = run_dir
+        self._handler: CniHandler | None = None
+        self._handler_lock = threading.Lock()
         super().__init__(name, _RequestHandler)
         self._thread: threading.Thread | None = None
+
+    def handler(self) -> CniHandler:
+        with self._handler_lock:
+            if self._handler is None:
+                from plainnet.cni.handler import CniHandler
+
+                self._handler = CniHandler(self.run_dir)
+            return self._handler
 
     def start(self) -> CniServer:
         self._thread = threading.Thread(target=self.serve_forever, name="cni-server", daemon=True)
