@@ -19,8 +19,8 @@ from ipaddress import ip_interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
+from plainnet.interfaces import add_address
 from plainnet.ipam.types import IPAddress
 from plainnet.namespaces import thread_in_namespace
 
@@ -72,13 +72,7 @@ def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[in
         present = {(a.get("address"), a["prefixlen"]) for a in ipr.addr("dump", index=index)}
         for gateway in gateways:
             if (str(gateway.ip), gateway.network.prefixlen) not in present:
-                ipr.addr(
-                    "add",
-                    index=index,
-                    address=str(gateway.ip),
-                    prefixlen=gateway.network.prefixlen,
-                    flags=IFA_F_NODAD,
-                )
+                add_address(ipr, index, gateway)
         if not link["flags"] & 1:
             ipr.link("set", index=index, state="up")
         return index, link.get("address")
@@ -117,13 +111,7 @@ def setup_pod(
     with pod_netlink(netns_path) as pod:
         pod_index = pod.link_lookup(ifname=ifname)[0]
         for address in addresses:
-            pod.addr(
-                "add",
-                index=pod_index,
-                address=str(address.ip),
-                prefixlen=address.network.prefixlen,
-                flags=IFA_F_NODAD,
-            )
+            add_address(pod, pod_index, address)
         pod.link("set", index=pod_index, state="up")
         lo = pod.link_lookup(ifname="lo")
         if lo:

@@ -19,9 +19,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from plainnet.errors import PlainnetError
+from plainnet.interfaces import add_address
 from plainnet.lab import netns
 from plainnet.lab.topology import (
     PREFIX,
@@ -164,15 +164,7 @@ class Lab:
                 index = ipr.link_lookup(ifname=interface.name)[0]
                 for address in (interface.ipv4, interface.ipv6):
                     if address is not None:
-                        _netlink(
-                            f"add {address} on {host.name}",
-                            ipr.addr,
-                            "add",
-                            index=index,
-                            address=str(address.ip),
-                            prefixlen=address.network.prefixlen,
-                            flags=IFA_F_NODAD,
-                        )
+                        _netlink(f"add {address} on {host.name}", add_address, ipr, index, address)
                 ipr.link("set", index=index, state="up")
             for route in host.routes:
                 _netlink(
