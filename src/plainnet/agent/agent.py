@@ -361,6 +361,9 @@ class Agent:
                 self.metrics.datastore_up.set(1)
                 async for changes in self.datastore.watch(self.revision):
                     for change in changes:
+                        if change.key is None:  # a bookmark: only the resume point moves
+                            self.revision = max(self.revision, change.revision)
+                            continue
                         if self._changed_keys is not None:
                             self._changed_keys.add(change.key)
                         if change.record is None:
@@ -373,7 +376,8 @@ class Agent:
                         else:
                             self.records[change.key] = change.record
                         self.revision = max(self.revision, change.revision)
-                    self.mark("datastore")
+                    if any(change.key is not None for change in changes):
+                        self.mark("datastore")
                     backoff = self.settings.retry_seconds
             except HistoryCompacted:
                 log.warning(

@@ -30,6 +30,24 @@ def _listen(value: str) -> tuple[str, int]:
 
 @click.group(invoke_without_command=True)
 @click.option(
+    "--datastore",
+    type=click.Choice(["etcd", "kubernetes"]),
+    default="etcd",
+    show_default=True,
+    help="Where peer records live.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Kubernetes datastore: credentials (default: in-cluster / $KUBECONFIG).",
+)
+@click.option(
+    "--cluster-cidr",
+    "cluster_cidrs",
+    multiple=True,
+    help="Kubernetes datastore: the pod address space (once per family).",
+)
+@click.option(
     "--etcd-endpoint",
     envvar="PLAINNET_ETCD_ENDPOINT",
     metavar="URL",
@@ -95,16 +113,18 @@ def agent(
     resync: float,
     metrics: str,
     cni_server: bool,
+    datastore: str,
+    kubeconfig: Path | None,
+    cluster_cidrs: tuple[str, ...],
 ) -> None:
     """Run the node agent: claim this node's pod subnet, route every peer's."""
     if ctx.invoked_subcommand is not None:
         return
-    if not etcd_endpoint:
+    if datastore == "etcd" and not etcd_endpoint:
         raise PlainnetError(
             "no datastore: pass --etcd-endpoint URL (or set PLAINNET_ETCD_ENDPOINT)"
         )
     from plainnet.agent.agent import AgentSettings, run_agent
-    from plainnet.datastore.etcd import EtcdDatastore
 
     host, port = _listen(metrics)
     settings = AgentSettings(
@@ -117,7 +137,23 @@ def agent(
         metrics_port=port,
         cni_server=cni_server,
     )
-    run_agent(settings, EtcdDatastore(etcd_endpoint, etcd_prefix, ttl_seconds=lease_ttl))
+    if datastore == "kubernetes":
+        from plainnet.config import load_network_config
+        from plainnet.datastore.kubernetes import KubernetesDatastore
+
+        if not cluster_cidrs:
+            raise PlainnetError(
+                "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
+            )
+        config = load_network_config({"cluster_cidrs": list(cluster_cidrs)})
+        store: object = KubernetesDatastore(
+            node_name, list(config.cluster_cidrs), kubeconfig=kubeconfig
+        )
+    else:
+        from plainnet.datastore.etcd import EtcdDatastore
+
+        store = EtcdDatastore(etcd_endpoint, etcd_prefix, ttl_seconds=lease_ttl)
+    run_agent(settings, store)  # type: ignore[arg-type]
 
 
 @agent.command()

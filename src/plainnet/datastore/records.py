@@ -61,9 +61,10 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Change:
-    """One record put (``record`` set) or removed (``record`` None) at ``revision``."""
+    """One record put (``record`` set) or removed (``record`` None) at ``revision``; with
+    ``key`` None, only progress: the datastore is at ``revision`` (a watch bookmark)."""
 
-    key: str
+    key: str | None
     record: Record | None
     revision: int
 

@@ -75,6 +75,7 @@ class KubeControlPlane:
         workdir: Path | None = None,
         spawn: Callable[..., subprocess.Popen[Any]] | None = None,
         connect: Callable[[], socket.socket] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.etcd_endpoint = etcd_endpoint
         self.host = host
@@ -85,6 +86,7 @@ class KubeControlPlane:
         self.spawn = spawn or subprocess.Popen
         self.connect = connect  # a socket factory when the server lives in a lab namespace
         self.tokens = {name: secrets.token_hex(16) for name in IDENTITIES}
+        self.extra_args = extra_args
         self.apiserver: subprocess.Popen[Any] | None = None
 
     @property
@@ -178,6 +180,7 @@ class KubeControlPlane:
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount",
             "--profiling=false",
             "--v=0",
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 60) -> KubeControlPlane:
