@@ -4,27 +4,13 @@ role allows — the agent may read Nodes and nothing more."""
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
-PATHS = {
-    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
-    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
-    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
-}
-
 
 def apply(kube, path: Path) -> None:
-    for document in yaml.safe_load_all(path.read_text()):
-        namespace = document["metadata"].get("namespace", "")
-        status, reply = kube.request(
-            "POST", PATHS[document["kind"]].format(namespace=namespace), document
-        )
-        assert status in (201, 409), reply
+    kube.apply(path)
 
 
 NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}

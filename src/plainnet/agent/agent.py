@@ -484,6 +484,7 @@ def _pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:
 
 def run_agent(settings: AgentSettings, datastore: Datastore) -> None:
     """Run until SIGTERM or SIGINT."""
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per API request
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -68,14 +68,32 @@ def lab() -> None:
     help="Build a cluster: etcd, this many nodes each running plainnet agent, pods.",
 )
 @click.option("--pods-per-node", type=click.IntRange(0, 50), default=2, show_default=True)
-def up(name: str, topology: str, hosts: int, ipv6: bool, nodes: int, pods_per_node: int) -> None:
+@click.option(
+    "--datastore",
+    type=click.Choice(["etcd", "kubernetes"]),
+    default="etcd",
+    show_default=True,
+    help="With --nodes: where peer records live. kubernetes runs a "
+    "real kube-apiserver and kube-controller-manager (IPv4; built once per machine).",
+)
+def up(
+    name: str, topology: str, hosts: int, ipv6: bool, nodes: int, pods_per_node: int, datastore: str
+) -> None:
     """Build a lab and show what it holds."""
     _require_root()
     if nodes:
-        cidrs = ["10.244.0.0/16"] + (["fd00:10:244::/56"] if ipv6 else [])
+        # Kubernetes v1.20 needs a feature gate for dual-stack node CIDRs: IPv4 there.
+        dual = ipv6 and datastore == "etcd"
+        cidrs = ["10.244.0.0/16"] + (["fd00:10:244::/56"] if dual else [])
         cluster = LabCluster(
-            ClusterSpec(name=name, nodes=nodes, pods_per_node=pods_per_node, cluster_cidrs=cidrs)
-        ).up()
+            ClusterSpec(
+                name=name,
+                nodes=nodes,
+                pods_per_node=pods_per_node,
+                cluster_cidrs=cidrs,
+                datastore=datastore,
+            )
+        ).up(timeout=120)
         _print_status(cluster.lab)
         _print_pods(cluster)
         return

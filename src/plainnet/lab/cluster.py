@@ -33,9 +33,11 @@ from plainnet.lab import netns
 from plainnet.lab.builder import STATE_DIR, Lab
 from plainnet.lab.cni_runtime import CniCallError, CniRuntime
 from plainnet.lab.etcd_server import EtcdServer
+from plainnet.lab.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 from plainnet.lab.topology import PREFIX, Host, Segment, Topology, segment_subnets
 
 ETCD_PORT = 2379
+KUBE_API_PORT = 6443
 #: Debian's containernetworking-plugins (portmap, bridge, host-local, ...).
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
@@ -50,6 +52,9 @@ class ClusterSpec:
     backend: str = "host-gw"
     lease_ttl: int = 3600
     resync_seconds: float = 30.0
+    #: "etcd" (Flannel's format) or "kubernetes" (Node objects; podCIDRs from the real
+    #: kube-controller-manager --allocate-node-cidrs).
+    datastore: str = "etcd"
 
 
 @dataclass(frozen=True)
@@ -98,16 +103,19 @@ class LabCluster:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory.mkdir(parents=True)
             self.start_etcd()
-            self.plainnet(
-                "node1",
-                "etcd",
-                "init",
-                "--etcd-endpoint",
-                self.etcd_endpoint,
-                *[arg for c in self.spec.cluster_cidrs for arg in ("--cluster-cidr", c)],
-                "--backend",
-                self.spec.backend,
-            )
+            if self.spec.datastore == "kubernetes":
+                self.start_kubernetes()
+            else:
+                self.plainnet(
+                    "node1",
+                    "etcd",
+                    "init",
+                    "--etcd-endpoint",
+                    self.etcd_endpoint,
+                    *self._cidr_args(),
+                    "--backend",
+                    self.spec.backend,
+                )
             for node in self.nodes:
                 self.start_agent(node)
             deadline = time.monotonic() + timeout
@@ -179,6 +187,30 @@ class LabCluster:
         )
         self.etcd.start()
 
+    def _cidr_args(self) -> list[str]:
+        return [arg for c in self.spec.cluster_cidrs for arg in ("--cluster-cidr", c)]
+
+    def start_kubernetes(self) -> None:
+        """kube-apiserver (TLS, tokens, RBAC) and kube-controller-manager's node IPAM on the
+        lab's etcd host; deploy/rbac.yaml applied; a Node object per lab node."""
+        etcd_host = self.lab.host("etcd")
+        workdir = self.directory / "kube"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.kube = KubeControlPlane(
+            self.etcd_endpoint,
+            host=str(etcd_host.ipv4),
+            port=KUBE_API_PORT,
+            workdir=workdir,
+            spawn=partial(self.lab.popen, "etcd"),
+            connect=partial(netns.socket_in, etcd_host.namespace),
+        )
+        self.kube.start()
+        self.kube.apply(RBAC_MANIFEST)
+        ipv4 = [c for c in self.spec.cluster_cidrs if ip_network(c).version == 4]
+        self.kube.start_controller_manager(ipv4[0], 24)
+        for node in self.nodes:
+            self.kube.create_node(node, [str(a) for a in self.lab.host(node).addresses()])
+
     def stop_etcd(self) -> None:
         if self.etcd is not None:
             self.etcd.stop()
@@ -194,11 +226,20 @@ class LabCluster:
     def agent_command(self, node: str) -> list[str]:
         host = self.lab.host(node)
         node_ips = [arg for a in host.addresses() for arg in ("--node-ip", str(a))]
+        if self.spec.datastore == "kubernetes":
+            datastore = [
+                "--datastore",
+                "kubernetes",
+                "--kubeconfig",
+                str(self.kube.kubeconfig("agent")),
+                *self._cidr_args(),
+            ]
+        else:
+            datastore = ["--etcd-endpoint", self.etcd_endpoint]
         return [
             *PLAINNET,
             "agent",
-            "--etcd-endpoint",
-            self.etcd_endpoint,
+            *datastore,
             "--node-name",
             node,
             *node_ips,

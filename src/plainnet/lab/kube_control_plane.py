@@ -10,6 +10,7 @@ a cluster.
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import shutil
@@ -18,7 +19,6 @@ import ssl
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,19 @@ from plainnet.lab.etcd_server import free_port
 
 OPENSSL = "/usr/bin/openssl"
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-kube.sh"
+RBAC_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "rbac.yaml"
 DEFAULT_CACHE = Path("/var/cache/plainnet/kube-v1.20.2")
 SERVICE_CIDR = "10.96.0.0/16"
+
+#: Where objects of each kind are created.
+_COLLECTIONS = {
+    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+}
 
 #: name -> (user, groups) of every identity that gets a token.
 IDENTITIES = {
@@ -63,6 +74,30 @@ def _openssl(*args: str, cwd: Path) -> None:
     result = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise PlainnetError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS to the API server; through a socket made by ``make_socket`` (e.g. one inside
+    a lab namespace) when given."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        make_socket: Callable[[], socket.socket] | None,
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=10)
+        self._make_socket = make_socket
+
+    def connect(self) -> None:
+        if self._make_socket is None:
+            super().connect()
+            return
+        sock = self._make_socket()
+        sock.settimeout(self.timeout)
+        sock.connect((self.host, self.port))
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 class KubeControlPlane:
@@ -185,6 +220,25 @@ class KubeControlPlane:
 
     def start(self, timeout: float = 60) -> KubeControlPlane:
         self._certificates()
+        return self._launch(timeout)
+
+    def restart(self, timeout: float = 60) -> None:
+        """Stop and start kube-apiserver with the same certificates, tokens and data."""
+        self._stop_apiserver()
+        self._launch(timeout)
+
+    def _stop_apiserver(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s: with watches open, kube-apiserver's graceful
+        shutdown waits for them far longer than a test should."""
+        if self.apiserver is not None and self.apiserver.poll() is None:
+            self.apiserver.terminate()
+            try:
+                self.apiserver.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.apiserver.kill()
+                self.apiserver.wait()
+
+    def _launch(self, timeout: float) -> KubeControlPlane:
         log = (self.workdir / "kube-apiserver.log").open("ab")
         self.apiserver = self.spawn(
             self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
@@ -216,22 +270,78 @@ class KubeControlPlane:
         """A raw API request as ``identity``: (HTTP status, decoded JSON or text)."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.tokens[identity]}")
+        headers = {"Authorization": f"Bearer {self.tokens[identity]}"}
         if data is not None:
-            content_type = (
+            headers["Content-Type"] = (
                 "application/merge-patch+json" if method == "PATCH" else "application/json"
             )
-            request.add_header("Content-Type", content_type)
+        connection = _Connection(self.host, self.port, context, self.connect)
         try:
-            with urllib.request.urlopen(request, context=context, timeout=10) as reply:
-                status, payload = reply.status, reply.read()
-        except urllib.error.HTTPError as error:
-            status, payload = error.code, error.read()
+            connection.request(method, path, body=data, headers=headers)
+            reply = connection.getresponse()
+            status, payload = reply.status, reply.read()
+        finally:
+            connection.close()
         try:
             return status, json.loads(payload)
         except ValueError:
             return status, payload.decode(errors="replace")
+
+    def apply(self, manifest: Path) -> None:
+        """Create every object of a YAML manifest (as admin); existing ones are kept."""
+        import yaml
+
+        for document in yaml.safe_load_all(manifest.read_text()):
+            kind = document["kind"]
+            namespace = document["metadata"].get("namespace", "")
+            status, reply = self.request(
+                "POST", _COLLECTIONS[kind].format(namespace=namespace), document
+            )
+            if status not in (201, 409):
+                raise PlainnetError(
+                    f"applying {kind} {document['metadata']['name']} failed: {reply}"
+                )
+
+    def create_node(self, name: str, addresses: list[str]) -> None:
+        """A Node object as a kubelet registers it: the object, then its status addresses."""
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+        status, reply = self.request("POST", "/api/v1/nodes", body)
+        if status not in (201, 409):
+            raise PlainnetError(f"creating node {name} failed: {reply}")
+        entries = [{"type": "InternalIP", "address": a} for a in addresses]
+        status, reply = self.request(
+            "PATCH", f"/api/v1/nodes/{name}/status", {"status": {"addresses": entries}}
+        )
+        if status != 200:
+            raise PlainnetError(f"setting the addresses of node {name} failed: {reply}")
+
+    def start_controller_manager(self, cluster_cidr: str, node_mask: int) -> None:
+        """The real kube-controller-manager with only its node IPAM controller, i.e.
+        ``--allocate-node-cidrs`` as in a kubenet-style cluster. Its range allocator
+        starts about 10 s after the process (its first node list is a 10 s poll)."""
+        kubeconfig = self.kubeconfig("admin")
+        log = (self.workdir / "kube-controller-manager.log").open("ab")
+        self.controller_manager = self.spawn(
+            [
+                str(self.binaries / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                "--controllers=nodeipam",
+                "--allocate-node-cidrs=true",
+                f"--cluster-cidr={cluster_cidr}",
+                f"--node-cidr-mask-size={node_mask}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--leader-elect=false",
+                "--port=0",
+                "--secure-port=0",
+                f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+                f"--root-ca-file={self.ca_file}",
+                "--v=2",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
 
     def kubeconfig(self, identity: str, path: Path | None = None) -> Path:
         path = path or self.workdir / f"{identity}.kubeconfig"
@@ -252,13 +362,11 @@ class KubeControlPlane:
         return path
 
     def stop(self) -> None:
-        if self.apiserver is not None and self.apiserver.poll() is None:
-            self.apiserver.terminate()
-            try:
-                self.apiserver.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.apiserver.kill()
-                self.apiserver.wait()
+        manager = getattr(self, "controller_manager", None)
+        if manager is not None and manager.poll() is None:
+            manager.terminate()
+            manager.wait(timeout=15)
+        self._stop_apiserver()
         self.apiserver = None
 
     def remove(self) -> None:

@@ -1,0 +1,68 @@
+"""The agent on the Kubernetes datastore, end to end in the lab: a real kube-apiserver
+and kube-controller-manager (--allocate-node-cidrs) on the lab's etcd host, one agent
+per node with the agent's read-only identity, pods made by the CNI plugin."""
+
+import time
+
+import pytest
+
+from plainnet.agent.node_state import read_node_state
+from plainnet.lab.reachability import probe_pods
+
+pytestmark = [pytest.mark.root, pytest.mark.kube]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def subnet(cluster, node):
+    return str(read_node_state(cluster.run_dir(node)).subnets[0])
+
+
+@pytest.fixture
+def kube_cluster(cluster_factory, lab_name):
+    return cluster_factory(
+        lab_name, nodes=3, pods_per_node=1, datastore="kubernetes", cluster_cidrs=["10.244.0.0/16"]
+    )
+
+
+def test_pods_reach_each_other_with_subnets_from_kube_controller_manager(kube_cluster):
+    probes = probe_pods(kube_cluster.pods)
+    assert len(probes) == 6 and all(p.ok for p in probes)
+    status, node = kube_cluster.kube.request("GET", "/api/v1/nodes/node1")
+    assert status == 200
+    assert node["spec"]["podCIDR"] == subnet(kube_cluster, "node1")  # assigned by the kcm
+    for name in kube_cluster.nodes:
+        assert len(kube_cluster.node_routes(name)) == 2
+
+
+def test_node_deletion_and_an_api_server_restart_lose_no_change(kube_cluster):
+    gone = subnet(kube_cluster, "node3")
+    kube_cluster.stop_agent("node3")
+    kube_cluster.kube.restart()  # every agent's watch breaks here and must resume
+    status, _ = kube_cluster.kube.request("DELETE", "/api/v1/nodes/node3")
+    assert status == 200
+    for name in ("node1", "node2"):
+        wait_until(
+            lambda n=name: gone not in kube_cluster.node_routes(n),
+            20,
+            f"{name} to drop the deleted node's route",
+        )
+    kube_cluster.kube.create_node(
+        "node3", [str(a) for a in kube_cluster.lab.host("node3").addresses()]
+    )
+    kube_cluster.start_agent("node3")
+    wait_until(
+        lambda: (
+            read_node_state(kube_cluster.run_dir("node3")) is not None
+            and len(kube_cluster.node_routes("node1")) == 2
+        ),
+        30,
+        "node3 to rejoin with a new subnet from the controller manager",
+    )
