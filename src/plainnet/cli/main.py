@@ -21,6 +21,7 @@ from plainnet.errors import PlainnetError
 #: for the lab's pyroute2 and rich, nor the lab for gRPC (start-up time and memory).
 SUBCOMMANDS = {
     "agent": "plainnet.cli.agent:agent",
+    "allocator": "plainnet.cli.allocator:allocator",
     "cni": "plainnet.cli.cni:cni",
     "etcd": "plainnet.cli.etcd:etcd",
     "ipam": "plainnet.cli.ipam:ipam",

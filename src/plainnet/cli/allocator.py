@@ -1,0 +1,71 @@
+"""``plainnet allocator``: the node subnet allocator controller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import click
+
+from plainnet.errors import PlainnetError
+
+
+@click.command()
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Credentials (default: in-cluster / $KUBECONFIG).",
+)
+@click.option(
+    "--cluster-cidr",
+    "cluster_cidrs",
+    multiple=True,
+    required=True,
+    help="Pod address space; once per family for dual-stack (IPv4 first).",
+)
+@click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
+@click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
+@click.option("--identity", help="Leader-election identity (default: hostname-pid).")
+def allocator(
+    kubeconfig: Path | None,
+    cluster_cidrs: tuple[str, ...],
+    node_mask_ipv4: int,
+    node_mask_ipv6: int,
+    identity: str | None,
+) -> None:
+    """Assign spec.podCIDR(s) to Nodes that have none, as kube-controller-manager
+    --allocate-node-cidrs does; one leader among replicas."""
+    from lightkube import AsyncClient, KubeConfig
+
+    from plainnet.allocator.controller import Allocator
+    from plainnet.config import load_network_config
+
+    config = load_network_config(
+        {
+            "cluster_cidrs": list(cluster_cidrs),
+            "node_mask_ipv4": node_mask_ipv4,
+            "node_mask_ipv6": node_mask_ipv6,
+        }
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        kube_config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
+    except Exception as exc:
+        raise PlainnetError(f"no Kubernetes credentials ({exc}): pass --kubeconfig") from None
+
+    async def main() -> None:
+        client = AsyncClient(config=kube_config)
+        try:
+            await Allocator(
+                client, list(config.cluster_cidrs), config.node_prefixes, identity
+            ).run()
+        finally:
+            await client.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

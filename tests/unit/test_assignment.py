@@ -1,0 +1,44 @@
+"""The allocator's planning: pure, no API server."""
+
+from ipaddress import ip_network
+
+from plainnet.allocator.assignment import NodeFacts, plan_assignments
+from plainnet.ipam.node_subnets import NodeSubnetAllocator
+
+
+def allocator(cidr="10.244.0.0/22", mask=24):
+    return NodeSubnetAllocator([ip_network(cidr)], {4: mask})
+
+
+def test_new_nodes_get_free_subnets_and_existing_ones_keep_theirs():
+    nodes = [NodeFacts("a", ("10.244.0.0/24",), 1), NodeFacts("b", (), 2), NodeFacts("c", (), 3)]
+    plan = plan_assignments(nodes, allocator())
+    assert [(a.node, str(a.subnets[0])) for a in plan.assignments] == [
+        ("b", "10.244.1.0/24"),
+        ("c", "10.244.2.0/24"),
+    ]
+    assert plan.problems == []
+
+
+def test_out_of_range_and_duplicate_cidrs_are_reported_not_reassigned():
+    nodes = [
+        NodeFacts("old", ("10.244.1.0/24",), 1),
+        NodeFacts("dup", ("10.244.1.0/24",), 2),
+        NodeFacts("far", ("192.168.0.0/24",), 3),
+    ]
+    plan = plan_assignments(nodes, allocator())
+    assert plan.assignments == []
+    assert {(p.node, p.reason) for p in plan.problems} == {
+        ("dup", "InvalidPodCIDR"),
+        ("far", "InvalidPodCIDR"),
+    }
+
+
+def test_exhaustion_is_reported_and_the_others_are_still_served():
+    nodes = [NodeFacts(f"n{i}", (), i) for i in range(6)]
+    plan = plan_assignments(nodes, allocator())
+    assert len(plan.assignments) == 4
+    assert [(p.node, p.reason) for p in plan.problems] == [
+        ("n4", "CIDRNotAvailable"),
+        ("n5", "CIDRNotAvailable"),
+    ]
