@@ -145,7 +145,8 @@ def agent(
             raise PlainnetError(
                 "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
             )
-        config = load_network_config({"cluster_cidrs": list(cluster_cidrs)})
+        cidrs = [c.strip() for value in cluster_cidrs for c in value.split(",") if c.strip()]
+        config = load_network_config({"cluster_cidrs": cidrs})
         store: object = KubernetesDatastore(
             node_name, list(config.cluster_cidrs), kubeconfig=kubeconfig
         )

@@ -42,9 +42,10 @@ def allocator(
     from plainnet.allocator.controller import Allocator
     from plainnet.config import load_network_config
 
+    cidrs = [c.strip() for value in cluster_cidrs for c in value.split(",") if c.strip()]
     config = load_network_config(
         {
-            "cluster_cidrs": list(cluster_cidrs),
+            "cluster_cidrs": cidrs,
             "node_mask_ipv4": node_mask_ipv4,
             "node_mask_ipv6": node_mask_ipv6,
         }

@@ -36,6 +36,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 _COLLECTIONS = {
     "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "DaemonSet": "/apis/apps/v1/namespaces/{namespace}/daemonsets",
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
@@ -213,6 +215,7 @@ class KubeControlPlane:
             "--api-audiences=https://kubernetes.default.svc",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount",
+            "--allow-privileged=true",  # as kubeadm clusters run: CNI installers need it
             "--profiling=false",
             "--v=0",
             *self.extra_args,
