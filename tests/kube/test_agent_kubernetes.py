@@ -42,6 +42,21 @@ def test_pods_reach_each_other_with_subnets_from_kube_controller_manager(kube_cl
         assert len(kube_cluster.node_routes(name)) == 2
 
 
+def test_the_agent_works_unchanged_with_subnets_from_plainnet_allocator(cluster_factory, lab_name):
+    cluster = cluster_factory(
+        lab_name,
+        nodes=3,
+        pods_per_node=1,
+        datastore="kubernetes",
+        allocator="plainnet",
+        cluster_cidrs=["10.244.0.0/16"],
+    )
+    probes = probe_pods(cluster.pods)
+    assert len(probes) == 6 and all(p.ok for p in probes)
+    log = (cluster.directory / "allocator.log").read_text()
+    assert "leading as" in log and log.count("assigned ") == 3
+
+
 def test_node_deletion_and_an_api_server_restart_lose_no_change(kube_cluster):
     gone = subnet(kube_cluster, "node3")
     kube_cluster.stop_agent("node3")

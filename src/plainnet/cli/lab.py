@@ -76,8 +76,22 @@ def lab() -> None:
     help="With --nodes: where peer records live. kubernetes runs a "
     "real kube-apiserver and kube-controller-manager (IPv4; built once per machine).",
 )
+@click.option(
+    "--allocator",
+    type=click.Choice(["kcm", "plainnet"]),
+    default="kcm",
+    show_default=True,
+    help="With --datastore kubernetes: who assigns podCIDRs.",
+)
 def up(
-    name: str, topology: str, hosts: int, ipv6: bool, nodes: int, pods_per_node: int, datastore: str
+    name: str,
+    topology: str,
+    hosts: int,
+    ipv6: bool,
+    nodes: int,
+    pods_per_node: int,
+    datastore: str,
+    allocator: str,
 ) -> None:
     """Build a lab and show what it holds."""
     _require_root()
@@ -92,6 +106,7 @@ def up(
                 pods_per_node=pods_per_node,
                 cluster_cidrs=cidrs,
                 datastore=datastore,
+                allocator=allocator,
             )
         ).up(timeout=120)
         _print_status(cluster.lab)

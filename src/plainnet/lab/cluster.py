@@ -55,6 +55,9 @@ class ClusterSpec:
     #: "etcd" (Flannel's format) or "kubernetes" (Node objects; podCIDRs from the real
     #: kube-controller-manager --allocate-node-cidrs).
     datastore: str = "etcd"
+    #: With the kubernetes datastore, who assigns podCIDRs: "kcm" (kube-controller-manager
+    #: --allocate-node-cidrs) or "plainnet" (plainnet allocator).
+    allocator: str = "kcm"
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,25 @@ class LabCluster:
         )
         self.kube.start()
         self.kube.apply(RBAC_MANIFEST)
-        ipv4 = [c for c in self.spec.cluster_cidrs if ip_network(c).version == 4]
-        self.kube.start_controller_manager(ipv4[0], 24)
+        if self.spec.allocator == "plainnet":
+            log = (self.directory / "allocator.log").open("ab")
+            self.allocator = self.lab.popen(
+                "etcd",
+                [
+                    *PLAINNET,
+                    "allocator",
+                    "--kubeconfig",
+                    str(self.kube.kubeconfig("allocator")),
+                    *self._cidr_args(),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+            log.close()
+        else:
+            ipv4 = [c for c in self.spec.cluster_cidrs if ip_network(c).version == 4]
+            self.kube.start_controller_manager(ipv4[0], 24)
         for node in self.nodes:
             self.kube.create_node(node, [str(a) for a in self.lab.host(node).addresses()])
 
