@@ -153,3 +153,30 @@ def test_exhaustion_and_bad_pod_cidrs_are_reported(api):
     assert (starved, "CIDRNotAvailable") in reasons
     assert ("odd", "InvalidPodCIDR") in reasons
     assert cidrs["odd"] == "192.168.0.0/24"  # reported, never reassigned
+
+
+def test_dual_stack_nodes_get_one_subnet_per_family_ipv4_first():
+    """Kubernetes v1.20 accepts two podCIDRs behind the IPv6DualStack feature gate."""
+    with (
+        EtcdServer() as etcd,
+        KubeControlPlane(
+            etcd.endpoint,
+            extra_args=(
+                "--feature-gates=IPv6DualStack=true",
+                "--service-cluster-ip-range=10.96.0.0/16,fd00:96::/112",
+            ),
+        ) as kube,
+    ):
+        kube.apply(RBAC_MANIFEST)
+        allocator = start_allocator(kube, cidr="10.0.0.0/16,fd00:10::/48")
+        try:
+            create_nodes(kube, [f"d{i}" for i in range(20)])
+            wait_assigned(kube, 20, 30)
+            status, listing = kube.request("GET", "/api/v1/nodes")
+        finally:
+            log = stop(allocator)
+        assert status == 200
+        pairs = [n["spec"]["podCIDRs"] for n in listing["items"]]
+        assert all(len(p) == 2 for p in pairs), log[-500:]
+        assert all(ip_network(p[0]).version == 4 and ip_network(p[1]).version == 6 for p in pairs)
+        assert len({p[1] for p in pairs}) == 20
