@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from plainnet.cli.options import cluster_cidr_option, kubeconfig_option, split_cidrs
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, DEFAULT_TTL_SECONDS
 from plainnet.errors import PlainnetError
 
@@ -36,17 +37,8 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Where peer records live.",
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Kubernetes datastore: credentials (default: in-cluster / $KUBECONFIG).",
-)
-@click.option(
-    "--cluster-cidr",
-    "cluster_cidrs",
-    multiple=True,
-    help="Kubernetes datastore: the pod address space (once per family).",
-)
+@kubeconfig_option
+@cluster_cidr_option()
 @click.option(
     "--etcd-endpoint",
     envvar="PLAINNET_ETCD_ENDPOINT",
@@ -145,8 +137,7 @@ def agent(
             raise PlainnetError(
                 "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
             )
-        cidrs = [c.strip() for value in cluster_cidrs for c in value.split(",") if c.strip()]
-        config = load_network_config({"cluster_cidrs": cidrs})
+        config = load_network_config({"cluster_cidrs": split_cidrs(cluster_cidrs)})
         store: object = KubernetesDatastore(
             node_name, list(config.cluster_cidrs), kubeconfig=kubeconfig
         )

@@ -9,22 +9,12 @@ from pathlib import Path
 
 import click
 
-from plainnet.errors import PlainnetError
+from plainnet.cli.options import cluster_cidr_option, kubeconfig_option, split_cidrs
 
 
 @click.command()
-@click.option(
-    "--kubeconfig",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Credentials (default: in-cluster / $KUBECONFIG).",
-)
-@click.option(
-    "--cluster-cidr",
-    "cluster_cidrs",
-    multiple=True,
-    required=True,
-    help="Pod address space; once per family for dual-stack (IPv4 first).",
-)
+@kubeconfig_option
+@cluster_cidr_option(required=True)
 @click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
 @click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
 @click.option("--identity", help="Leader-election identity (default: hostname-pid).")
@@ -37,15 +27,15 @@ def allocator(
 ) -> None:
     """Assign spec.podCIDR(s) to Nodes that have none, as kube-controller-manager
     --allocate-node-cidrs does; one leader among replicas."""
-    from lightkube import AsyncClient, KubeConfig
+    from lightkube import AsyncClient
 
     from plainnet.allocator.controller import Allocator
     from plainnet.config import load_network_config
+    from plainnet.datastore.kubernetes import load_kube_config
 
-    cidrs = [c.strip() for value in cluster_cidrs for c in value.split(",") if c.strip()]
     config = load_network_config(
         {
-            "cluster_cidrs": cidrs,
+            "cluster_cidrs": split_cidrs(cluster_cidrs),
             "node_mask_ipv4": node_mask_ipv4,
             "node_mask_ipv6": node_mask_ipv6,
         }
@@ -54,10 +44,7 @@ def allocator(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        kube_config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
-    except Exception as exc:
-        raise PlainnetError(f"no Kubernetes credentials ({exc}): pass --kubeconfig") from None
+    kube_config = load_kube_config(kubeconfig)
 
     async def main() -> None:
         client = AsyncClient(config=kube_config)

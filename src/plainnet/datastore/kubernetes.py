@@ -55,6 +55,17 @@ class KubernetesNetworkConfig:
     backend: str
 
 
+def load_kube_config(kubeconfig: Path | None) -> KubeConfig:
+    """Credentials from a kubeconfig file, else in-cluster (service account) or
+    $KUBECONFIG; a clear error when there are none."""
+    try:
+        return KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
+    except Exception as exc:  # lightkube raises several kinds here
+        raise DatastoreError(
+            f"no Kubernetes credentials ({exc}): pass --kubeconfig or run in a pod"
+        ) from None
+
+
 def node_record(node: Any, backend: str) -> Record:
     """A Node as a peer record; a node without a pod subnet yet is an invalid record."""
     name = node.metadata.name
@@ -98,15 +109,9 @@ class KubernetesDatastore:
     ) -> None:
         self.node_name = node_name
         self.config = KubernetesNetworkConfig(cluster_cidrs, backend)
-        try:
-            kube_config = (
-                KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_env()
-            )
-        except Exception as exc:
-            raise DatastoreError(
-                f"no Kubernetes credentials ({exc}): pass --kubeconfig or run in a pod"
-            ) from None
-        self.client = AsyncClient(config=kube_config, timeout=httpx.Timeout(10, read=None))
+        self.client = AsyncClient(
+            config=load_kube_config(kubeconfig), timeout=httpx.Timeout(10, read=None)
+        )
 
     async def network_config(self) -> KubernetesNetworkConfig:
         return self.config
