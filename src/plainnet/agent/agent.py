@@ -109,7 +109,6 @@ class Agent:
         self._local: list[LocalNetwork] | None = None
         self._reported: set[tuple[str, str]] = set()
         self._view: PeerView | None = None
-        self._trim_memory_after_pass = False
         #: Keys changed since the last pass; None: unknown, the next pass is a full one.
         self._changed_keys: set[str] | None = None
         self._last_pass_ok = 0.0
@@ -273,7 +272,6 @@ class Agent:
         ):
             touched = view.update(self.records, changed) if changed else set()
         if touched is None:
-            self._trim_memory_after_pass = True
             view = PeerView(
                 self.own,
                 self.cluster_cidrs,
@@ -316,8 +314,7 @@ class Agent:
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         self._last_pass_ok = time.monotonic()
         self._last_error = None
-        if self._trim_memory_after_pass:
-            self._trim_memory_after_pass = False
+        if touched is None:  # a full pass: the old view and its garbage are gone
             release_free_memory()
 
     def _local_networks(self) -> list[LocalNetwork]:

@@ -42,6 +42,14 @@ class _Spans:
         self.items: list[tuple[int, int, str]] = []
         self.longest = 0
 
+    @classmethod
+    def of(cls, spans: Iterable[tuple[int, int, str]]) -> _Spans:
+        """An index over many spans at once: one sort, not an insertion each."""
+        index = cls()
+        index.items = sorted(spans)
+        index.longest = max((end - start for start, end, _ in index.items), default=0)
+        return index
+
     def add(self, start: int, end: int, key: str) -> None:
         bisect.insort(self.items, (start, end, key))
         self.longest = max(self.longest, end - start)
@@ -97,13 +105,14 @@ class PeerView:
             record = records.get(key)
             if isinstance(record, PeerRecord):
                 self._candidates[key] = record
-        self._spans = {4: _Spans(), 6: _Spans()}
-        for key, record in self._candidates.items():
-            for version, start, end in _spans_of(record):
-                self._spans[version].items.append((start, end, key))
-                self._spans[version].longest = max(self._spans[version].longest, end - start)
-        for spans in self._spans.values():
-            spans.items.sort()
+        spans = [
+            (version, start, end, key)
+            for key, record in self._candidates.items()
+            for version, start, end in _spans_of(record)
+        ]
+        self._spans = {
+            v: _Spans.of((s, e, k) for version, s, e, k in spans if version == v) for v in (4, 6)
+        }
         self._routes_by_key = {}
         self.desired = {}
         self.nexthop_refs = Counter()

@@ -64,8 +64,11 @@ GRPC_OPTIONS = {
 CLAIM_ATTEMPTS = 64
 
 
-def _client_errors() -> tuple[type[BaseException], ...]:
-    return (aetcd.exceptions.ClientError, ConnectionError, OSError)
+CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    aetcd.exceptions.ClientError,
+    ConnectionError,
+    OSError,
+)
 
 
 def etcd_client(endpoint: str, timeout: float = 5.0) -> aetcd.Client:
@@ -102,14 +105,12 @@ class EtcdDatastore:
             return await coroutine
         except aetcd.exceptions.RevisionCompactedError as exc:
             raise HistoryCompacted(str(exc)) from None
-        except _client_errors() as exc:
+        except CLIENT_ERRORS as exc:
             raise DatastoreError(f"etcd {self.endpoint}: {what} failed: {exc}") from None
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(CLIENT_ERRORS):
             await self.client.close()
-        except _client_errors():
-            pass
 
     def _record(self, kv: Any) -> Record:
         key = kv.key.decode()
@@ -281,10 +282,8 @@ class EtcdDatastore:
             await self._call("revoke lease", self.client.revoke_lease(lease.id))
             return False
         if self._lease_id is not None and self._lease_id != lease.id:
-            try:
+            with contextlib.suppress(CLIENT_ERRORS):
                 await self.client.revoke_lease(self._lease_id)
-            except _client_errors():
-                pass
         self._lease_id = lease.id
         return True
 

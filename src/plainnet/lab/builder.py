@@ -200,12 +200,7 @@ class Lab:
 
     def ping(self, source: str, address: object, *, count: int = 1, wait: float = 1) -> bool:
         """Whether ``source`` gets an ICMP echo reply from ``address``."""
-        result = self.run(
-            source,
-            ["ping", "-n", "-q", "-c", str(count), "-W", str(wait), str(address)],
-            capture_output=True,
-        )
-        return result.returncode == 0
+        return netns.ping(self.host(source).namespace, address, count=count, wait=wait)
 
 
 def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -125,13 +125,7 @@ class EtcdServer:
             sock.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        netns.terminate(self.process, grace_seconds=10)
         self.process = None
 
     def remove(self) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plainnet.errors import PlainnetError
+from plainnet.lab import netns
 from plainnet.lab.etcd_server import free_port
 
 OPENSSL = "/usr/bin/openssl"
@@ -125,6 +126,7 @@ class KubeControlPlane:
         self.tokens = {name: secrets.token_hex(16) for name in IDENTITIES}
         self.extra_args = extra_args
         self.apiserver: subprocess.Popen[Any] | None = None
+        self.controller_manager: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -233,13 +235,7 @@ class KubeControlPlane:
     def _stop_apiserver(self) -> None:
         """SIGTERM, then SIGKILL after 5 s: with watches open, kube-apiserver's graceful
         shutdown waits for them far longer than a test should."""
-        if self.apiserver is not None and self.apiserver.poll() is None:
-            self.apiserver.terminate()
-            try:
-                self.apiserver.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.apiserver.kill()
-                self.apiserver.wait()
+        netns.terminate(self.apiserver, grace_seconds=5)
 
     def _launch(self, timeout: float) -> KubeControlPlane:
         log = (self.workdir / "kube-apiserver.log").open("ab")
@@ -365,10 +361,7 @@ class KubeControlPlane:
         return path
 
     def stop(self) -> None:
-        manager = getattr(self, "controller_manager", None)
-        if manager is not None and manager.poll() is None:
-            manager.terminate()
-            manager.wait(timeout=15)
+        netns.terminate(self.controller_manager, grace_seconds=15)
         self._stop_apiserver()
         self.apiserver = None
 

@@ -17,9 +17,11 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
@@ -144,6 +146,30 @@ def stop_processes(pids: Iterable[int], grace_seconds: float = 3.0) -> None:
             time.sleep(0.05)
     for pid in pending:
         _signal(pid, signal.SIGKILL)
+
+
+def terminate(process: subprocess.Popen[Any] | None, grace_seconds: float = 10.0) -> None:
+    """Stop a child this lab started: SIGTERM, then SIGKILL after the grace time."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def ping(namespace: str, address: object, *, count: int = 1, wait: float = 1) -> bool:
+    """Whether ``ping`` run inside ``namespace`` gets an ICMP echo reply from ``address``."""
+    with entering(namespace) as preexec:
+        result = subprocess.run(
+            ["ping", "-n", "-q", "-c", str(count), "-W", str(wait), str(address)],
+            preexec_fn=preexec,
+            capture_output=True,
+            timeout=count * wait + 5,
+        )
+    return result.returncode == 0
 
 
 def _open(name: str) -> int:

@@ -4,7 +4,6 @@ and between pods (ICMP echo and TCP, checking the source address is preserved)."
 from __future__ import annotations
 
 import socket
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -85,14 +84,7 @@ def probe_pods(pods: list[Pod], *, wait: float = 1.0) -> list[PodProbe]:
                 listeners[(pod.namespace, address.version)] = listener
 
         def icmp(pair: tuple[Pod, Pod, IPAddress]) -> bool:
-            with netns.entering(pair[0].namespace) as preexec:
-                result = subprocess.run(
-                    ["ping", "-n", "-q", "-c", "1", "-W", str(wait), str(pair[2])],
-                    preexec_fn=preexec,
-                    capture_output=True,
-                    timeout=wait + 5,
-                )
-            return result.returncode == 0
+            return netns.ping(pair[0].namespace, pair[2], wait=wait)
 
         def connect(pair: tuple[Pod, Pod, IPAddress]) -> tuple[str, int] | None:
             source, _, address = pair
