@@ -54,7 +54,13 @@ class CniHandler:
                 return 0, self.version()
             request = parse_request(env, stdin)
             version = request.config.cni_version
-            command = getattr(self, request.command.lower())
+            command = {
+                "ADD": self.add,
+                "DEL": self.delete,
+                "CHECK": self.check,
+                "STATUS": self.status,
+                "GC": self.gc,
+            }[request.command]
             return 0, command(request)
         except CniError as error:
             log.warning(
@@ -157,7 +163,7 @@ class CniHandler:
         }
         return json.dumps(result).encode() + b"\n"
 
-    def del_(self, request: CniRequest) -> bytes:
+    def delete(self, request: CniRequest) -> bytes:
         node = read_node_state(self.run_dir)
         if node is not None:
             released = self._release(self._pools(node), request)
@@ -271,8 +277,3 @@ class CniHandler:
             return [ip_interface(ip["address"]) for ip in prev.get("ips", [])]
         except (KeyError, ValueError, TypeError):
             return []
-
-
-# "del" is a Python keyword; the dispatcher looks commands up by name.
-CniHandler.del_.__name__ = "del"
-setattr(CniHandler, "del", CniHandler.del_)
