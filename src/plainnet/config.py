@@ -10,7 +10,7 @@ more code for the same error quality.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -96,3 +96,41 @@ def one_line(exc: ValidationError, model: type[BaseModel]) -> str:
     if isinstance(value, list | dict):
         return f"{label}: {reason}"
     return f"{label} {value}: {reason}"
+
+
+#: What each backend puts on the wire as a record's backend type. ``auto`` nodes are
+#: VXLAN nodes that route on-link peers directly — Flannel's vxlan backend with
+#: ``DirectRouting`` — so they publish ``vxlan`` and interoperate with vxlan nodes.
+RECORD_TYPES = {"host-gw": "host-gw", "vxlan": "vxlan", "auto": "vxlan"}
+
+#: Flannel's defaults for its vxlan backend (the Linux default port 8472, VNI 1).
+DEFAULT_VNI = 1
+DEFAULT_VXLAN_PORT = 8472
+
+
+class BackendConfig(BaseModel):
+    """How nodes reach each other's pod subnets; every node of a cluster runs the same."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["host-gw", "vxlan", "auto"] = Field(default="host-gw", title="backend")
+    vni: int = Field(default=DEFAULT_VNI, ge=1, le=2**24 - 1, title="VXLAN VNI")
+    port: int = Field(default=DEFAULT_VXLAN_PORT, ge=1, le=65535, title="VXLAN UDP port")
+
+    @property
+    def record_type(self) -> str:
+        """The backend type this node's record carries."""
+        return RECORD_TYPES[self.name]
+
+    @property
+    def overlay(self) -> bool:
+        """Whether the node has a VXLAN device (vxlan, and auto for off-link peers)."""
+        return self.name != "host-gw"
+
+
+def load_backend_config(values: dict[str, Any]) -> BackendConfig:
+    """Validate ``values``; a bad one raises :class:`ConfigError` with one line."""
+    try:
+        return BackendConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(one_line(exc, BackendConfig)) from None

@@ -3,13 +3,13 @@
 from collections import Counter
 from ipaddress import ip_address, ip_network
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plainnet.agent.backends import hostgw
 from plainnet.agent.peer_view import PeerView
 from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
-from plainnet.agent.validation import LocalNetwork
+from plainnet.agent.routing import HOST_GW, LocalNetwork, Routing
 from plainnet.datastore.records import InvalidRecord, PeerRecord
 
 CLUSTER = [ip_network("10.244.0.0/16")]
@@ -35,28 +35,38 @@ change = st.tuples(
 )
 
 
-def make(key: str, spec, revision: int):
+#: auto: peers on 10.250.0.0/24 are routed directly, 192.168.0.9 through the overlay.
+AUTO = Routing("auto", overlay_ifindex=9)
+
+
+def make(key: str, spec, revision: int, routing: Routing):
     if spec is None:
         return None
     subnet, gateway, valid = spec
     if not valid:
         return InvalidRecord(key, "broken", revision)
     return PeerRecord(
-        key, key, (ip_network(subnet),), (ip_address(gateway),), "host-gw", claimed_at=revision
+        key,
+        key,
+        (ip_network(subnet),),
+        (ip_address(gateway),),
+        routing.record_type,
+        claimed_at=revision,
     )
 
 
-def fresh(records):
-    view = PeerView(OWN, CLUSTER, LOCAL, "host-gw", hostgw.desired_routes)
+def fresh(records, routing: Routing = HOST_GW):
+    view = PeerView(OWN, CLUSTER, LOCAL, routing)
     view.rebuild(records)
     return view
 
 
+@pytest.mark.parametrize("routing", [HOST_GW, AUTO], ids=["host-gw", "auto"])
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(change, min_size=1, max_size=3), max_size=25))
-def test_incremental_updates_equal_a_rebuild(batches):
+@given(batches=st.lists(st.lists(change, min_size=1, max_size=3), max_size=25))
+def test_incremental_updates_equal_a_rebuild(routing, batches):
     records: dict = {}
-    view = fresh(records)
+    view = fresh(records, routing)
     kernel = KernelState()
     apply_plan_to_state(plan_changes(view.desired, kernel), kernel, set(), 158)
     revision = 0
@@ -66,19 +76,19 @@ def test_incremental_updates_equal_a_rebuild(batches):
             revision += 1
             key = f"k{number}"
             keys.add(key)
-            record = make(key, spec, revision)
+            record = make(key, spec, revision, routing)
             if record is None:
                 records.pop(key, None)
             else:
                 records[key] = record
         touched = view.update(records, keys)
         if touched is None:
-            view = fresh(records)
+            view = fresh(records, routing)
             plan = plan_changes(view.desired, kernel)
         else:
             plan = plan_subset(view.desired, kernel, touched, view.nexthop_refs)
         apply_plan_to_state(plan, kernel, set(), 158)
-        expected = fresh(records)
+        expected = fresh(records, routing)
         assert view.accepted == expected.accepted
         assert view.desired == expected.desired
         assert {k: r.reason for k, r in view.refusals.items()} == {

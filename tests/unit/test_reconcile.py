@@ -55,7 +55,8 @@ def test_stale_routes_and_nexthops_are_removed_and_moved_routes_repointed():
     )
     desired = {ip_network("10.244.2.0/24"): want("10.244.2.0/24", "10.250.0.9")}
     plan = plan_changes(desired, state)
-    [(new_id, gateway, _)] = plan.create_nexthops
+    [(new_id, gateway, _, onlink)] = plan.create_nexthops
+    assert not onlink
     assert new_id != NEXTHOP_ID_BASE and new_id not in (7, 8)
     assert str(gateway) == "10.250.0.9"
     assert [d for d, _, _ in plan.replace_routes] == [ip_network("10.244.2.0/24")]

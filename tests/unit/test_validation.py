@@ -5,6 +5,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from plainnet.agent.backends import hostgw
+from plainnet.agent.routing import HOST_GW
 from plainnet.agent.validation import LocalNetwork, validate_peers
 from plainnet.datastore.records import InvalidRecord, PeerRecord
 
@@ -31,7 +32,7 @@ def peer(key, subnets, addresses, backend="host-gw", claimed_at=10, node=None):
 
 def validate(*records):
     return validate_peers(
-        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, LOCAL, "host-gw"
+        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, LOCAL, HOST_GW
     )
 
 
@@ -55,7 +56,7 @@ def test_valid_peers_become_routes():
         (
             peer("c", ["10.244.2.0/24"], ["192.168.7.7"]),
             "not-on-link",
-            "use the vxlan or bgp backend",
+            "use the vxlan or auto backend",
         ),
         (peer("d", ["fd00:10:0:2::/64"], ["10.250.0.2"]), "family", "no IPv6 node address"),
         (peer("e", ["10.244.2.0/24"], ["10.250.0.2"], backend="vxlan"), "backend", "vxlan"),
@@ -75,7 +76,7 @@ def test_each_refusal(record, reason, words):
 def test_subnet_overlapping_a_local_network_is_refused():
     cluster = [ip_network("10.0.0.0/8")]
     hostile = peer("h", ["10.250.0.0/24"], ["10.250.0.2"])
-    result = validate_peers({"h": hostile}, OWN, cluster, LOCAL, "host-gw")
+    result = validate_peers({"h": hostile}, OWN, cluster, LOCAL, HOST_GW)
     assert [r.reason for r in result.refusals] == ["local-network"]
 
 
@@ -103,5 +104,5 @@ def test_overlap_resolution_scales():
         for i in range(2, 20_000)
     ]
     cluster = [ip_network("10.244.0.0/16")]
-    result = validate_peers({r.key: r for r in records}, OWN, cluster, LOCAL, "host-gw")
+    result = validate_peers({r.key: r for r in records}, OWN, cluster, LOCAL, HOST_GW)
     assert len(result.accepted) == len(records) - 256  # the /32s inside own 10.244.1.0/24

@@ -10,7 +10,10 @@ at any moment converges to the same state as never stopping.
 
 The kernel view is cached between passes and updated with what each pass changed; it
 is re-read whenever netlink reports that something of ours was removed, when the
-kernel refused a request, and on every resync.
+kernel refused a request, and on every resync. The VXLAN device (vxlan and auto
+backends) is checked and repaired on the same occasions, before the routes through it;
+with host-gw, a VXLAN device left from an earlier backend is removed after the routes
+have moved off it.
 
 The data plane never depends on the control plane: if the datastore is unreachable
 the agent keeps the last records it had (and so the routes), and retries.
@@ -25,18 +28,21 @@ import gc
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
 from plainnet.agent import ROUTE_PROTOCOL, netlink
-from plainnet.agent.backends import hostgw
+from plainnet.agent.backends import NAMES, vxlan
 from plainnet.agent.kernel import KernelRoutes, enable_forwarding
 from plainnet.agent.metrics import AgentMetrics, serve_http
 from plainnet.agent.node_state import NodeState, read_node_state, write_node_state
 from plainnet.agent.peer_view import PeerView
 from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
-from plainnet.agent.validation import LocalNetwork, on_link_network
+from plainnet.agent.routing import LocalNetwork, Routing, on_link_network
+from plainnet.agent.vxlan_device import DeviceWorker, VxlanDeviceSpec, ensure_device, remove_device
+from plainnet.config import load_backend_config
 from plainnet.datastore.records import (
     Datastore,
     DatastoreError,
@@ -50,7 +56,6 @@ from plainnet.ipam.types import IPAddress
 
 log = logging.getLogger("plainnet.agent")
 
-BACKENDS = {hostgw.NAME: hostgw}
 #: Changes listed one per log line up to this many; beyond, a summary line.
 DETAILED_LOG_LIMIT = 20
 #: Passes with more changed records than this are full passes (as cheap by then).
@@ -103,10 +108,17 @@ class Agent:
         self.revision = 0
         self.own: PeerRecord | None = None
         self.cluster_cidrs: list[Any] = []
-        self.backend = hostgw.NAME
+        self.backend = "host-gw"
         self._dirty: _Dirty | None = None
         self._kernel_state: KernelState | None = None
         self._local: list[LocalNetwork] | None = None
+        #: How to reach peers, with the VXLAN device's ifindex; None: check the device.
+        self._routing: Routing | None = None
+        self._routing_base = Routing()
+        self._device: VxlanDeviceSpec | None = None  # the VXLAN device wanted (not host-gw)
+        self._overlay_state: vxlan.OverlayEntries | None = None  # the device's entries
+        self._devices = DeviceWorker()
+        self._device_check_due = False
         self._reported: set[tuple[str, str]] = set()
         self._view: PeerView | None = None
         #: Keys changed since the last pass; None: unknown, the next pass is a full one.
@@ -135,11 +147,14 @@ class Agent:
         config = await self.datastore.network_config()  # type: ignore[attr-defined]
         self.cluster_cidrs = list(config.cluster_cidrs)
         self.backend = config.backend
-        if self.backend not in BACKENDS:
+        if self.backend not in NAMES:
             raise PlainnetError(
                 f"backend {self.backend!r} is not supported by this agent "
-                f"(supported: {', '.join(BACKENDS)})"
+                f"(supported: {', '.join(NAMES)})"
             )
+        backend = load_backend_config(
+            {"name": config.backend, "vni": config.vni, "port": config.port}
+        )
         local = self._local_networks()
         addresses = self.settings.node_addresses or _pick_node_addresses(local)
         uplink = on_link_network(addresses[0], local)
@@ -149,21 +164,39 @@ class Agent:
                 f"this node; pass --node-ip with one of its addresses"
             )
         previous = read_node_state(self.settings.run_dir)
+        underlay = addresses[0]
+        mac = vxlan.derived_mac(underlay)
         self.own = await self.datastore.claim(
             NodeClaim(
                 node=self.settings.node_name,
                 addresses=tuple(addresses),
-                backend=self.backend,
+                backend=backend.record_type,
+                # What flanneld's vxlan backend publishes, so its nodes can reach ours.
+                backend_data={"VNI": backend.vni, "VtepMAC": mac} if backend.overlay else {},
                 previous_subnets=previous.subnets if previous else (),
             )
         )
+        self._routing_base = Routing(self.backend, backend.vni, underlay.version)
+        mtu = self.kernel.interface_mtu(uplink.ifindex)
+        if backend.overlay:
+            mtu = vxlan.device_mtu(mtu, underlay.version)
+            self._device = VxlanDeviceSpec(
+                name=vxlan.DEVICE_NAME,
+                vni=backend.vni,
+                port=backend.port,
+                local=underlay,
+                uplink_ifindex=uplink.ifindex,
+                mac=mac,
+                mtu=mtu,
+                addresses=tuple(ip_interface(vxlan.vtep_address(s)) for s in self.own.subnets),
+            )
         state_file = write_node_state(
             self.settings.run_dir,
             NodeState(
                 node=self.settings.node_name,
                 cluster_cidrs=tuple(self.cluster_cidrs),
                 subnets=self.own.subnets,
-                mtu=self.kernel.interface_mtu(uplink.ifindex),
+                mtu=mtu,  # for pods: with an overlay, what fits once encapsulated
                 backend=self.backend,
             ),
         )
@@ -224,6 +257,7 @@ class Agent:
             cni.stop()
         await self.datastore.close()
         self.kernel.close()
+        self._devices.close()
         for task in done:
             if task is not stopping and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -242,8 +276,7 @@ class Agent:
             except Exception as exc:
                 self._last_error = f"reconcile failed: {exc}"
                 log.exception("reconcile failed; retrying in %.1fs", self.settings.retry_seconds)
-                self._kernel_state = None
-                self._local = None
+                self._forget_kernel()
                 self._view = None  # a pass that failed half-way leaves no half-updated view
                 await asyncio.sleep(self.settings.retry_seconds)
                 self.mark("retry")
@@ -257,28 +290,23 @@ class Agent:
         assert self.own is not None
         started = time.perf_counter()
         if "resync" in triggers:
-            self._kernel_state = None
-            self._local = None
+            self._forget_kernel()
         changed, self._changed_keys = self._changed_keys, set()
         local = self._local_networks()
+        routing = self._current_routing()
         view, touched = self._view, None
-        # The view depends on the records and this node's networks only; it survives
-        # kernel events and resyncs, which re-read the kernel side alone.
+        # The view depends on the records, this node's networks and the VXLAN device
+        # only; it survives kernel events and resyncs, which re-read the kernel side.
         if (
             view is not None
             and changed is not None
             and view.local is local
+            and view.routing == routing
             and len(changed) <= INCREMENTAL_LIMIT
         ):
             touched = view.update(self.records, changed) if changed else set()
         if touched is None:
-            view = PeerView(
-                self.own,
-                self.cluster_cidrs,
-                local,
-                self.backend,
-                BACKENDS[self.backend].desired_routes,
-            )
+            view = PeerView(self.own, self.cluster_cidrs, local, routing)
             view.rebuild(self.records)
             self._view = view
         assert view is not None
@@ -292,19 +320,34 @@ class Agent:
             plan = plan_changes(view.desired, self._kernel_state)
         else:
             plan = plan_subset(view.desired, self._kernel_state, touched, view.nexthop_refs)
-        if plan:
-            refused = self.kernel.apply(plan)
+        overlay, wanted_entries = None, None
+        if routing.overlay:
+            wanted_entries = vxlan.desired_entries(view.desired.values())
+            if self._overlay_state is None:
+                self._overlay_state = self.kernel.read_overlay(routing.overlay_ifindex)
+            overlay = vxlan.plan_entries(wanted_entries, self._overlay_state)
+        if plan or overlay:
+            refused, failures = self.kernel.apply(plan, overlay, routing.overlay_ifindex)
             self._log_plan(plan, refused)
             apply_plan_to_state(plan, self._kernel_state, set(refused), self.settings.protocol)
             self.metrics.route_changes.labels("add").inc(len(plan.add_routes))
             self.metrics.route_changes.labels("replace").inc(len(plan.replace_routes))
             self.metrics.route_changes.labels("delete").inc(len(plan.delete_routes))
-            if refused:
-                self.metrics.kernel_errors.inc(len(refused))
+            if overlay:
+                self._count_overlay(overlay)
+                self._overlay_state = wanted_entries
+            if failures:
+                self.metrics.kernel_errors.inc(failures)
                 self._kernel_state = None
+                self._overlay_state = None
                 asyncio.get_running_loop().call_later(
                     self.settings.retry_seconds, self.mark, "retry"
                 )
+        if not routing.overlay and self._routing is not None and self._device_check_due:
+            # Routes have moved off a VXLAN device an earlier backend left: remove it.
+            self._device_check_due = False
+            if self._devices.call(remove_device, vxlan.DEVICE_NAME):
+                log.info("removed %s: this node now runs %s", vxlan.DEVICE_NAME, self.backend)
         self.passes += 1
         for trigger in triggers:
             self.metrics.reconciles.labels(trigger).inc()
@@ -316,6 +359,34 @@ class Agent:
         self._last_error = None
         if touched is None:  # a full pass: the old view and its garbage are gone
             release_free_memory()
+
+    def _forget_kernel(self) -> None:
+        """Read everything kernel-side afresh in the next pass."""
+        self._kernel_state = None
+        self._local = None
+        self._routing = None
+        self._overlay_state = None
+
+    def _current_routing(self) -> Routing:
+        """The routing context, with the VXLAN device created or repaired if this is a
+        pass that re-reads the kernel; an unchanged context is the same object."""
+        if self._routing is None:
+            ifindex = 0
+            if self._device is not None:
+                ifindex = self._devices.call(ensure_device, self._device)
+            self._device_check_due = True
+            current = replace(self._routing_base, overlay_ifindex=ifindex)
+            previous = self._view.routing if self._view is not None else None
+            self._routing = previous if previous == current else current
+        return self._routing
+
+    def _count_overlay(self, plan: vxlan.OverlayPlan) -> None:
+        changes = self.metrics.overlay_changes
+        changes.labels("neighbour", "set").inc(len(plan.set_neighbours))
+        changes.labels("neighbour", "delete").inc(len(plan.delete_neighbours))
+        changes.labels("fdb", "set").inc(len(plan.set_fdb))
+        changes.labels("fdb", "delete").inc(len(plan.delete_fdb) + len(plan.reset_fdb))
+        log.info("VXLAN entries changed: %s", plan.summary())
 
     def _local_networks(self) -> list[LocalNetwork]:
         """This node's networks; the same list object as long as they are unchanged, which
@@ -400,7 +471,7 @@ class Agent:
         self.mark("relist")
 
     async def _netlink_loop(self) -> None:
-        sock = netlink.subscribe_events()
+        sock = netlink.subscribe_events(neighbours=self._device is not None)
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         loop.add_reader(sock.fileno(), readable.set)
@@ -418,15 +489,17 @@ class Agent:
                         relevant = True
                         continue
                     relevant = relevant or netlink.event_needs_reconcile(
-                        data, self.settings.protocol
+                        data, self.settings.protocol, self._overlay_ifindex()
                     )
                 if relevant:
-                    self._kernel_state = None
-                    self._local = None
+                    self._forget_kernel()
                     self.mark("kernel")
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()
+
+    def _overlay_ifindex(self) -> int:
+        return self._routing.overlay_ifindex if self._routing is not None else 0
 
     async def _resync_loop(self) -> None:
         while True:

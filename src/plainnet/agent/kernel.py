@@ -1,8 +1,9 @@
 """The agent's kernel adapter: read and change plainnet's routes, read local networks.
 
-Routes and nexthops go through the lean batched path in :mod:`plainnet.agent.netlink`;
-addresses and MTUs are read through the same socket (pyroute2's synchronous API cannot
-run inside the agent's asyncio loop).
+Routes, nexthops and the VXLAN device's neighbour and FDB entries go through the lean
+batched path in :mod:`plainnet.agent.netlink`; addresses and MTUs are read through the
+same socket (pyroute2's synchronous API cannot run inside the agent's asyncio loop).
+The VXLAN device itself is managed in :mod:`plainnet.agent.vxlan_device`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from ipaddress import ip_interface, ip_network
 from pathlib import Path
 
 from plainnet.agent import netlink
+from plainnet.agent.backends.vxlan import DEVICE_NAME, OverlayEntries, OverlayPlan
 from plainnet.agent.netlink import NetlinkRequestError, RouteSocket
 from plainnet.agent.reconcile import KernelState, Plan
-from plainnet.agent.validation import LocalNetwork
+from plainnet.agent.routing import LocalNetwork
 from plainnet.ipam.types import IPNetwork
 
 log = logging.getLogger("plainnet.agent.kernel")
@@ -47,17 +49,43 @@ class KernelRoutes:
             state.next_id_hint = max(state.nexthops) + 1
         return state
 
-    def apply(self, plan: Plan) -> dict[IPNetwork, NetlinkRequestError]:
-        """Carry ``plan`` out; returns the routes the kernel refused, by destination.
-        A refused nexthop or route is logged and left for the next pass."""
+    def read_overlay(self, ifindex: int) -> OverlayEntries:
+        """The permanent neighbour and FDB entries of the VXLAN device ``ifindex``."""
+        return OverlayEntries(self.sock.neighbours(ifindex), self.sock.fdb(ifindex))
+
+    def apply(
+        self, plan: Plan, overlay: OverlayPlan | None = None, overlay_ifindex: int = 0
+    ) -> tuple[dict[IPNetwork, NetlinkRequestError], int]:
+        """Carry ``plan`` (and ``overlay``, on device ``overlay_ifindex``) out, in one
+        ordered stream of batches: neighbour and FDB entries first, then nexthops and
+        routes, stale entries last. Returns the routes the kernel refused, by
+        destination, and the number of refused requests in all; refusals are logged and
+        left for the next pass."""
         nl = netlink
         requests: list[tuple[int, int, bytes, str]] = []
-        for nexthop_id, gateway, ifindex in plan.create_nexthops:
+        create = nl.NLM_F_CREATE | nl.NLM_F_REPLACE
+        if overlay is not None:
+            for address, mac in overlay.set_neighbours:
+                requests.append(
+                    (
+                        nl.RTM_NEWNEIGH,
+                        create,
+                        nl.neighbour_body(overlay_ifindex, address, mac),
+                        f"neighbour {address} lladdr {mac}",
+                    )
+                )
+            for mac in overlay.reset_fdb:
+                body = nl.fdb_body(overlay_ifindex, mac)
+                requests.append((nl.RTM_DELNEIGH, 0, body, f"fdb {mac}"))
+            for mac, destination in overlay.set_fdb:
+                body = nl.fdb_body(overlay_ifindex, mac, destination)
+                requests.append((nl.RTM_NEWNEIGH, create, body, f"fdb {mac} dst {destination}"))
+        for nexthop_id, gateway, ifindex, onlink in plan.create_nexthops:
             requests.append(
                 (
                     nl.RTM_NEWNEXTHOP,
-                    nl.NLM_F_CREATE | nl.NLM_F_REPLACE,
-                    nl.nexthop_body(nexthop_id, gateway, ifindex, self.protocol),
+                    create,
+                    nl.nexthop_body(nexthop_id, gateway, ifindex, self.protocol, onlink=onlink),
                     f"nexthop {nexthop_id} via {gateway}",
                 )
             )
@@ -98,13 +126,20 @@ class KernelRoutes:
                     f"nexthop {nexthop_id}",
                 )
             )
+        if overlay is not None:
+            for mac in overlay.delete_fdb:
+                body = nl.fdb_body(overlay_ifindex, mac)
+                requests.append((nl.RTM_DELNEIGH, 0, body, f"fdb {mac}"))
+            for address in overlay.delete_neighbours:
+                body = nl.neighbour_body(overlay_ifindex, address)
+                requests.append((nl.RTM_DELNEIGH, 0, body, f"neighbour {address}"))
         failures = self.sock.apply(requests, ignore=frozenset({errno.ESRCH, errno.ENOENT}))
         refused: dict[IPNetwork, NetlinkRequestError] = {}
         for failure in failures:
             log.warning("kernel refused %s", failure.strerror)
             if failure.what.startswith("route "):
                 refused[ip_network(failure.what.removeprefix("route "))] = failure
-        return refused
+        return refused, len(failures)
 
     def remove_all(self) -> tuple[int, int]:
         """Delete every plainnet route and nexthop; returns how many of each."""
@@ -116,7 +151,8 @@ class KernelRoutes:
         return len(plan.delete_routes), len(plan.delete_nexthops)
 
     def local_networks(self) -> list[LocalNetwork]:
-        """The networks this node's interfaces are on (global scope, not loopback)."""
+        """The networks this node's interfaces are on (global scope, not loopback). The
+        VXLAN device's VTEP addresses are plainnet's own, not a network of the node."""
         names = self.sock.links()
         found = []
         for entry in self.sock.addresses():
@@ -124,6 +160,8 @@ class KernelRoutes:
                 continue
             interface = ip_interface(f"{entry.address}/{entry.prefixlen}")
             name = names.get(entry.ifindex, ("?", 0))[0]
+            if name == DEVICE_NAME:
+                continue
             found.append(LocalNetwork(interface.network, entry.ifindex, name, interface.ip))
         return found
 

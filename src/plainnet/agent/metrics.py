@@ -28,6 +28,12 @@ class AgentMetrics:
         self.route_changes = Counter(
             "plainnet_route_changes", "Route changes made", ["operation"], registry=r
         )
+        self.overlay_changes = Counter(
+            "plainnet_vxlan_entry_changes",
+            "VXLAN neighbour and FDB entries set or deleted",
+            ["kind", "operation"],
+            registry=r,
+        )
         self.reconciles = Counter(
             "plainnet_reconciles", "Reconcile passes, by trigger", ["trigger"], registry=r
         )

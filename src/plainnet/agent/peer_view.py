@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+from plainnet.agent.backends import desired_routes
 from plainnet.agent.reconcile import DesiredRoute, NexthopKey
-from plainnet.agent.validation import (
-    LocalNetwork,
-    Refusal,
-    check_record,
-    validate_peers,
-)
+from plainnet.agent.routing import LocalNetwork, Routing
+from plainnet.agent.validation import Refusal, check_record, validate_peers
 from plainnet.datastore.records import PeerRecord, Record
 from plainnet.ipam.types import IPNetwork
-
-RoutesFor = Callable[[Iterable[PeerRecord], list[LocalNetwork]], dict[IPNetwork, DesiredRoute]]
 
 
 class _Spans:
@@ -79,14 +74,12 @@ class PeerView:
         own: PeerRecord,
         cluster_cidrs: list[IPNetwork],
         local: list[LocalNetwork],
-        backend: str,
-        routes_for: RoutesFor,
+        routing: Routing,
     ) -> None:
         self.own = own
         self.cluster_cidrs = cluster_cidrs
         self.local = local
-        self.backend = backend
-        self.routes_for = routes_for
+        self.routing = routing
         self.accepted: dict[str, PeerRecord] = {}
         self.refusals: dict[str, Refusal] = {}
         self.desired: dict[IPNetwork, DesiredRoute] = {}
@@ -96,7 +89,7 @@ class PeerView:
         self._spans = {4: _Spans(), 6: _Spans()}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
-        validation = validate_peers(records, self.own, self.cluster_cidrs, self.local, self.backend)
+        validation = validate_peers(records, self.own, self.cluster_cidrs, self.local, self.routing)
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
         losers = {r.key for r in validation.refusals if r.reason == "overlap"}
@@ -130,7 +123,7 @@ class PeerView:
             refusal = (
                 None
                 if record is None
-                else check_record(record, self.own, self.cluster_cidrs, self.local, self.backend)
+                else check_record(record, self.own, self.cluster_cidrs, self.local, self.routing)
             )
             for candidate in (
                 self._candidates.get(key),
@@ -195,7 +188,7 @@ class PeerView:
         return set(routes)
 
     def _add_routes(self, key: str, record: PeerRecord) -> set[IPNetwork]:
-        routes = self.routes_for([record], self.local)
+        routes = desired_routes([record], self.local, self.routing)
         self._routes_by_key[key] = routes
         for destination, route in routes.items():
             self.desired[destination] = route

@@ -30,11 +30,23 @@ def nexthop_key(gateway: IPAddress, ifindex: int) -> NexthopKey:
 
 
 @dataclass(frozen=True)
+class Vtep:
+    """A peer's VXLAN endpoint: its device's MAC and the node address frames go to."""
+
+    mac: str
+    underlay: IPAddress
+
+
+@dataclass(frozen=True)
 class DesiredRoute:
     destination: IPNetwork
     gateway: IPAddress
     ifindex: int
     node: str  # for log lines
+    #: Set for a route through the VXLAN device: ``gateway`` is then the peer's VTEP
+    #: address, reached "onlink" (no connected route covers it) through the permanent
+    #: neighbour and FDB entries for this VTEP.
+    vtep: Vtep | None = None
     nexthop: NexthopKey = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +68,8 @@ class KernelState:
 
 @dataclass
 class Plan:
-    create_nexthops: list[tuple[int, IPAddress, int]] = field(default_factory=list)
+    #: (id, gateway, ifindex, onlink)
+    create_nexthops: list[tuple[int, IPAddress, int, bool]] = field(default_factory=list)
     add_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
     replace_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
     delete_routes: list[KernelRoute] = field(default_factory=list)
@@ -100,7 +113,8 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
     free_ids = _free_ids(kernel)
     for key in sorted(needed.keys() - nexthop_ids.keys()):
         new_id = next(free_ids)
-        plan.create_nexthops.append((new_id, needed[key].gateway, needed[key].ifindex))
+        route = needed[key]
+        plan.create_nexthops.append((new_id, route.gateway, route.ifindex, route.vtep is not None))
         nexthop_ids[key] = new_id
     deleting = set(plan.delete_nexthops)
     for key, nexthop_id in nexthop_ids.items():
@@ -142,7 +156,9 @@ def plan_subset(
         if want is None:
             want = next(free_ids)
             created[route.nexthop] = want
-            plan.create_nexthops.append((want, route.gateway, route.ifindex))
+            plan.create_nexthops.append(
+                (want, route.gateway, route.ifindex, route.vtep is not None)
+            )
         if have is None:
             plan.add_routes.append((destination, want, route))
         elif have.nexthop_id != want:
@@ -179,8 +195,8 @@ def apply_plan_to_state(
 ) -> None:
     """Update a cached :class:`KernelState` with what a successfully applied plan did,
     so the next pass can diff without a dump. ``failed`` routes are left out."""
-    for nexthop_id, gateway, ifindex in plan.create_nexthops:
-        kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol)
+    for nexthop_id, gateway, ifindex, onlink in plan.create_nexthops:
+        kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol, onlink)
         kernel.used_nexthop_ids.add(nexthop_id)
         kernel.nexthop_ids[nexthop_key(gateway, ifindex)] = nexthop_id
     for destination, nexthop_id, route in plan.add_routes + plan.replace_routes:

@@ -4,7 +4,8 @@ Every record is checked before it can become kernel state; a refused record neve
 becomes a route. Refusal reasons, each with its own metric label:
 
 - ``unparseable``: the datastore holds something that is not a peer record.
-- ``backend``: the peer runs a backend this node cannot route to.
+- ``backend``: the peer runs a backend this node cannot route to, or a VXLAN setup
+  (VNI, VTEP MAC) it cannot talk to.
 - ``outside-cluster``: a subnet outside the cluster CIDR of its family.
 - ``family``: a subnet with no address of its family to route it through.
 - ``local-network``: a subnet that overlaps a network of this node (it would capture
@@ -12,25 +13,22 @@ becomes a route. Refusal reasons, each with its own metric label:
 - ``overlap``: a subnet overlapping this node's subnet or another peer's; of two
   overlapping peers the earlier claim wins.
 - ``not-on-link``: host-gw needs the peer's address on a network of this node.
+
+For vxlan and auto, a peer needs a node address of the cluster's underlay family
+(else ``family``); its pod subnets of either family are routed through the overlay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from plainnet.agent.backends.vxlan import VtepError, peer_vtep
+from plainnet.agent.routing import LocalNetwork, Routing, on_link_network
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
-from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.ipam.types import IPNetwork
 
-
-@dataclass(frozen=True)
-class LocalNetwork:
-    """A network this node is directly attached to."""
-
-    network: IPNetwork
-    ifindex: int
-    ifname: str
-    address: IPAddress
+__all__ = ["LocalNetwork", "Refusal", "Validation", "check_record", "validate_peers"]
 
 
 @dataclass(frozen=True)
@@ -50,26 +48,19 @@ class Validation:
     refusals: list[Refusal]
 
 
-def on_link_network(address: IPAddress, local: Iterable[LocalNetwork]) -> LocalNetwork | None:
-    for network in local:
-        if address.version == network.network.version and address in network.network:
-            return network
-    return None
-
-
 def validate_peers(
     records: Mapping[str, Record],
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
     local: list[LocalNetwork],
-    backend: str,
+    routing: Routing,
 ) -> Validation:
     refusals: list[Refusal] = []
     candidates: list[PeerRecord] = []
     for record in records.values():
         if record.key == own.key:
             continue
-        refusal = check_record(record, own, cluster_cidrs, local, backend)
+        refusal = check_record(record, own, cluster_cidrs, local, routing)
         if refusal is not None:
             refusals.append(refusal)
         else:
@@ -83,7 +74,7 @@ def check_record(
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
     local: list[LocalNetwork],
-    backend: str,
+    routing: Routing,
 ) -> Refusal | None:
     if isinstance(record, InvalidRecord):
         return Refusal(record.key, "?", "unparseable", f"cannot parse it: {record.reason}")
@@ -92,10 +83,18 @@ def check_record(
     def refuse(reason: str, detail: str) -> Refusal:
         return Refusal(record.key, node, reason, detail)
 
-    if record.backend != backend:
-        return refuse("backend", f"it uses backend {record.backend!r}, this node runs {backend!r}")
+    if record.backend != routing.record_type:
+        return refuse(
+            "backend",
+            f"it uses backend {record.backend!r}, this node runs {routing.backend!r}",
+        )
     if not record.subnets:
         return refuse("unparseable", "it has no subnet")
+    if routing.overlay:
+        try:
+            peer_vtep(record, routing)
+        except VtepError as exc:
+            return refuse(exc.reason, str(exc))
     for subnet in record.subnets:
         cluster = next((c for c in cluster_cidrs if c.version == subnet.version), None)
         if cluster is None:
@@ -109,7 +108,7 @@ def check_record(
                 "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
             )
         gateway = record.address_for(subnet.version)
-        if gateway is None:
+        if gateway is None and not routing.overlay:
             return refuse(
                 "family",
                 f"subnet {subnet} has no IPv{subnet.version} node address to route it through",
@@ -126,11 +125,12 @@ def check_record(
                 return refuse(
                     "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
                 )
-        if backend == "host-gw" and on_link_network(gateway, local) is None:
+        if not routing.overlay and on_link_network(gateway, local) is None:  # type: ignore[arg-type]
             return refuse(
                 "not-on-link",
                 f"node address {gateway} is not on a network of this node: host-gw "
-                f"needs every node on one L2 segment; use the vxlan or bgp backend",
+                f"needs every node on one L2 segment; use the vxlan or auto backend "
+                f"(an overlay), or BGP",
             )
     return None
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import click
 
-from plainnet.cli.options import cluster_cidr_option, kubeconfig_option, split_cidrs
+from plainnet.cli.options import (
+    backend_options,
+    cluster_cidr_option,
+    kubeconfig_option,
+    split_cidrs,
+)
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, DEFAULT_TTL_SECONDS
 from plainnet.errors import PlainnetError
 
@@ -93,6 +98,7 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Answer the plainnet CNI plugin on this node (@plainnet-cni).",
 )
+@backend_options
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -108,8 +114,14 @@ def agent(
     datastore: str,
     kubeconfig: Path | None,
     cluster_cidrs: tuple[str, ...],
+    backend: str,
+    vxlan_vni: int,
+    vxlan_port: int,
 ) -> None:
-    """Run the node agent: claim this node's pod subnet, route every peer's."""
+    """Run the node agent: claim this node's pod subnet, route every peer's.
+
+    With the etcd datastore the backend comes from <prefix>/config (`plainnet etcd
+    init`); with the Kubernetes datastore from --backend and --vxlan-*."""
     if ctx.invoked_subcommand is not None:
         return
     if datastore == "etcd" and not etcd_endpoint:
@@ -130,7 +142,7 @@ def agent(
         cni_server=cni_server,
     )
     if datastore == "kubernetes":
-        from plainnet.config import load_network_config
+        from plainnet.config import load_backend_config, load_network_config
         from plainnet.datastore.kubernetes import KubernetesDatastore
 
         if not cluster_cidrs:
@@ -138,8 +150,14 @@ def agent(
                 "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
             )
         config = load_network_config({"cluster_cidrs": split_cidrs(cluster_cidrs)})
+        routing = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
         store: object = KubernetesDatastore(
-            node_name, list(config.cluster_cidrs), kubeconfig=kubeconfig
+            node_name,
+            list(config.cluster_cidrs),
+            backend=routing.name,
+            kubeconfig=kubeconfig,
+            vni=routing.vni,
+            port=routing.port,
         )
     else:
         from plainnet.datastore.etcd import EtcdDatastore
@@ -153,16 +171,22 @@ def agent(
     "--run-dir", type=click.Path(path_type=Path), default=Path("/run/plainnet"), show_default=True
 )
 def cleanup(run_dir: Path) -> None:
-    """Remove every route and nexthop plainnet created on this node, and its state file.
-    Routes of other software are never touched."""
+    """Remove every route and nexthop plainnet created on this node, its VXLAN device
+    and its state file. Routes of other software are never touched."""
     from plainnet.agent import ROUTE_PROTOCOL
+    from plainnet.agent.backends.vxlan import DEVICE_NAME
     from plainnet.agent.kernel import KernelRoutes
     from plainnet.agent.node_state import FILE_NAME
+    from plainnet.agent.vxlan_device import remove_device
 
     kernel = KernelRoutes(ROUTE_PROTOCOL)
     try:
         routes, nexthops = kernel.remove_all()
     finally:
         kernel.close()
+    device = remove_device(DEVICE_NAME)
     (run_dir / FILE_NAME).unlink(missing_ok=True)
-    click.echo(f"removed {routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})")
+    click.echo(
+        f"removed {routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})"
+        + (f" and the VXLAN device {DEVICE_NAME}" if device else "")
+    )

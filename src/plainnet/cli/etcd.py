@@ -6,7 +6,8 @@ import asyncio
 
 import click
 
-from plainnet.config import load_network_config
+from plainnet.cli.options import backend_options
+from plainnet.config import load_backend_config, load_network_config
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, render_config
 
 
@@ -21,7 +22,7 @@ def etcd() -> None:
 @click.option("--cluster-cidr", "cluster_cidrs", multiple=True, required=True)
 @click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
 @click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
-@click.option("--backend", type=click.Choice(["host-gw"]), default="host-gw", show_default=True)
+@backend_options
 def init(
     etcd_endpoint: str,
     etcd_prefix: str,
@@ -29,6 +30,8 @@ def init(
     node_mask_ipv4: int,
     node_mask_ipv6: int,
     backend: str,
+    vxlan_vni: int,
+    vxlan_port: int,
 ) -> None:
     """Write the network config (<prefix>/config) that agents and flanneld read."""
     from plainnet.datastore.etcd import EtcdDatastore
@@ -40,7 +43,14 @@ def init(
             "node_mask_ipv6": node_mask_ipv6,
         }
     )
-    text = render_config(list(config.cluster_cidrs), config.node_prefixes, backend)
+    settings = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
+    text = render_config(
+        list(config.cluster_cidrs),
+        config.node_prefixes,
+        settings.name,
+        vni=settings.vni,
+        port=settings.port,
+    )
 
     async def write() -> None:
         store = EtcdDatastore(etcd_endpoint, etcd_prefix)

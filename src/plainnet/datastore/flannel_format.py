@@ -5,10 +5,12 @@ in etcd under its prefix (default ``/coreos.com/network``):
 
 - ``<prefix>/config``: the network config, JSON with ``Network``, ``SubnetLen``,
   ``SubnetMin``, ``SubnetMax``, ``EnableIPv4``, ``EnableIPv6``, ``IPv6Network``,
-  ``IPv6SubnetLen``, ``Backend: {"Type": ...}``.
+  ``IPv6SubnetLen``, ``Backend: {"Type": ...}`` — for vxlan also ``VNI``, ``Port`` and
+  ``DirectRouting`` (plainnet's ``auto`` backend is exactly vxlan with DirectRouting).
 - ``<prefix>/subnets/<a.b.c.d>-<len>`` (dual-stack: ``...-<len>&<v6>-<len6>``), one key
   per node, attached to an etcd lease with a TTL (24 h), JSON value with
   ``PublicIP``, ``PublicIPv6``, ``BackendType``, ``BackendData``, ``BackendV6Data``.
+  A vxlan node's ``BackendData`` is ``{"VNI": 1, "VtepMAC": "0e:70:..."}``.
 
 Flannel never allocates the first subnet of the network (``SubnetMin`` defaults to the
 second) — nor does plainnet, so their allocations agree. Flannel has no node name in a
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 
+from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPAddress, IPNetwork
 
@@ -43,9 +46,11 @@ class FlannelNetworkConfig:
     subnet_len: int
     ipv6_network: IPNetwork | None
     ipv6_subnet_len: int
-    backend: str
+    backend: str  # plainnet's name: vxlan with DirectRouting is "auto"
     subnet_min: IPAddress | None = None
     subnet_max: IPAddress | None = None
+    vni: int = DEFAULT_VNI
+    port: int = DEFAULT_VXLAN_PORT
 
     @property
     def cluster_cidrs(self) -> list[IPNetwork]:
@@ -74,7 +79,12 @@ def parse_config(text: str) -> FlannelNetworkConfig:
         raise ValueError("network config has neither Network nor IPv6Network")
     subnet_len = int(document.get("SubnetLen") or 0) or _default_len(network, 24, 22, 28)
     subnet_len6 = int(document.get("IPv6SubnetLen") or 0) or _default_len(network6, 64, 62, 124)
-    backend = (document.get("Backend") or {}).get("Type", "udp")
+    backend_section = document.get("Backend") or {}
+    if not isinstance(backend_section, dict):
+        raise ValueError("Backend must be a JSON object")
+    backend = str(backend_section.get("Type", "udp"))
+    if backend == "vxlan" and backend_section.get("DirectRouting"):
+        backend = "auto"
     return FlannelNetworkConfig(
         network=network,
         subnet_len=subnet_len,
@@ -83,6 +93,8 @@ def parse_config(text: str) -> FlannelNetworkConfig:
         backend=str(backend),
         subnet_min=ip_address(document["SubnetMin"]) if document.get("SubnetMin") else None,
         subnet_max=ip_address(document["SubnetMax"]) if document.get("SubnetMax") else None,
+        vni=int(backend_section.get("VNI") or DEFAULT_VNI),
+        port=int(backend_section.get("Port") or DEFAULT_VXLAN_PORT),
     )
 
 
@@ -97,13 +109,18 @@ def _default_len(network: IPNetwork | None, usual: int, big_enough: int, smalles
 
 
 def render_config(
-    cluster_cidrs: list[IPNetwork], node_prefixes: dict[int, int], backend: str
+    cluster_cidrs: list[IPNetwork],
+    node_prefixes: dict[int, int],
+    backend: str,
+    vni: int = DEFAULT_VNI,
+    port: int = DEFAULT_VXLAN_PORT,
 ) -> str:
-    document: dict[str, Any] = {
-        "EnableIPv4": False,
-        "EnableIPv6": False,
-        "Backend": {"Type": backend},
-    }
+    section: dict[str, Any] = {"Type": backend}
+    if backend in ("vxlan", "auto"):
+        section = {"Type": "vxlan", "VNI": vni, "Port": port}
+        if backend == "auto":
+            section["DirectRouting"] = True
+    document: dict[str, Any] = {"EnableIPv4": False, "EnableIPv6": False, "Backend": section}
     for cidr in cluster_cidrs:
         if cidr.version == 4:
             document.update(EnableIPv4=True, Network=str(cidr), SubnetLen=node_prefixes[4])
@@ -170,7 +187,8 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
             if not isinstance(address, IPv6Address):
                 raise ValueError(f"PublicIPv6 {public6} is not an IPv6 address")
             addresses.append(address)
-        backend_data = document.get("BackendData") or {}
+        # A Flannel node with an IPv6-only underlay publishes its VTEP in BackendV6Data.
+        backend_data = document.get("BackendData") or document.get("BackendV6Data") or {}
         if not isinstance(backend_data, dict):
             raise ValueError("BackendData is not a JSON object")
         node = document.get(NODE_FIELD) or (str(addresses[0]) if addresses else name)

@@ -3,7 +3,9 @@
 A node's pod subnets are ``spec.podCIDRs`` (or ``spec.podCIDR``), set by
 ``kube-controller-manager --allocate-node-cidrs`` or by ``plainnet allocator``; its
 addresses are the ``InternalIP`` entries of ``status.addresses``. host-gw needs nothing
-else, so the agent only reads Nodes (``deploy/rbac.yaml``): it never writes.
+else, and vxlan derives each node's VTEP MAC from its address
+(:func:`plainnet.agent.backends.vxlan.derived_mac`), so the agent only reads Nodes
+(``deploy/rbac.yaml``): it never writes.
 
 Client library: **lightkube** (on httpx2; typed models; in-cluster config, kubeconfig).
 Compared with kubernetes_asyncio, the asyncio build of the official client: lightkube
@@ -32,6 +34,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 
+from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT, RECORD_TYPES
 from plainnet.datastore.records import (
     Change,
     DatastoreError,
@@ -51,8 +54,13 @@ WATCH_SECONDS = 300
 
 @dataclass(frozen=True)
 class KubernetesNetworkConfig:
+    """What the etcd datastore reads from ``<prefix>/config``; here from the agent's
+    flags (the DaemonSet's ConfigMap)."""
+
     cluster_cidrs: list[IPNetwork]
     backend: str
+    vni: int = DEFAULT_VNI
+    port: int = DEFAULT_VXLAN_PORT
 
 
 def load_kube_config(kubeconfig: Path | None) -> KubeConfig:
@@ -106,9 +114,13 @@ class KubernetesDatastore:
         cluster_cidrs: list[IPNetwork],
         backend: str = "host-gw",
         kubeconfig: Path | None = None,
+        vni: int = DEFAULT_VNI,
+        port: int = DEFAULT_VXLAN_PORT,
     ) -> None:
         self.node_name = node_name
-        self.config = KubernetesNetworkConfig(cluster_cidrs, backend)
+        self.config = KubernetesNetworkConfig(cluster_cidrs, backend, vni, port)
+        #: Every node runs the cluster's backend; Node objects do not say which.
+        self.record_type = RECORD_TYPES[backend]
         self.client = AsyncClient(
             config=load_kube_config(kubeconfig), timeout=httpx.Timeout(10, read=None)
         )
@@ -124,7 +136,7 @@ class KubernetesDatastore:
             nodes = self.client.list(Node)
             records = {}
             async for node in nodes:
-                record = node_record(node, self.config.backend)
+                record = node_record(node, self.record_type)
                 records[record.key] = record
             return Snapshot(records, int(nodes.resourceVersion))
         except (ApiError, httpx.HTTPError) as exc:
@@ -151,7 +163,7 @@ class KubernetesDatastore:
                     yield [Change(node.metadata.name, None, revision)]
                 else:
                     yield [
-                        Change(node.metadata.name, node_record(node, self.config.backend), revision)
+                        Change(node.metadata.name, node_record(node, self.record_type), revision)
                     ]
         except ApiError as exc:
             if exc.status.code == 410:
@@ -174,7 +186,7 @@ class KubernetesDatastore:
                 ) from None
             except httpx.HTTPError as exc:
                 raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
-            record = node_record(node, self.config.backend)
+            record = node_record(node, self.record_type)
             if isinstance(record, PeerRecord):
                 if not record.addresses:
                     record = PeerRecord(

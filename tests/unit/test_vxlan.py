@@ -1,0 +1,146 @@
+"""The vxlan and auto backends, pure: VTEP MACs, desired routes and entries, the diff."""
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from plainnet.agent.backends import desired_routes, vxlan
+from plainnet.agent.routing import LocalNetwork, Routing
+from plainnet.agent.validation import validate_peers
+from plainnet.datastore import flannel_format as fmt
+from plainnet.datastore.records import PeerRecord
+
+CLUSTER = [ip_network("10.244.0.0/16"), ip_network("fd00:10:244::/56")]
+LOCAL = [
+    LocalNetwork(ip_network("10.250.1.0/24"), 2, "eth0", ip_address("10.250.1.2")),
+    LocalNetwork(ip_network("fd00:250:1::/64"), 2, "eth0", ip_address("fd00:250:1::2")),
+]
+VXLAN = Routing("vxlan", vni=1, underlay_version=4, overlay_ifindex=7)
+AUTO = Routing("auto", vni=1, underlay_version=4, overlay_ifindex=7)
+OWN = PeerRecord(
+    "own", "node1", (ip_network("10.244.1.0/24"),), (ip_address("10.250.1.2"),), "vxlan"
+)
+
+
+def peer(key, address, address6=None, index=2, backend_data=None, backend="vxlan"):
+    addresses = [ip_address(address)] + ([ip_address(address6)] if address6 else [])
+    return PeerRecord(
+        key,
+        key,
+        (ip_network(f"10.244.{index}.0/24"), ip_network(f"fd00:10:244:{index:x}::/64")),
+        tuple(addresses),
+        backend,
+        backend_data=backend_data or {},
+        claimed_at=index,
+    )
+
+
+def test_derived_mac_is_locally_administered_unicast_and_readable_for_ipv4():
+    assert vxlan.derived_mac(ip_address("10.250.1.2")) == "0e:70:0a:fa:01:02"
+    mac6 = vxlan.derived_mac(ip_address("fd00:250:1::2"))
+    first = int(mac6[:2], 16)
+    assert first & 0b10 and not first & 0b01  # local, unicast
+    assert mac6 == vxlan.derived_mac(ip_address("fd00:250:1::2"))
+    assert mac6 != vxlan.derived_mac(ip_address("fd00:250:1::3"))
+
+
+def test_vxlan_routes_every_pod_subnet_through_the_peers_vtep():
+    remote = peer("n3", "10.250.2.3", index=3)
+    routes = desired_routes([remote], LOCAL, VXLAN)
+    v4, v6 = routes[ip_network("10.244.3.0/24")], routes[ip_network("fd00:10:244:3::/64")]
+    assert (str(v4.gateway), v4.ifindex) == ("10.244.3.0", 7)
+    assert (str(v6.gateway), v6.ifindex) == ("fd00:10:244:3::", 7)  # IPv6 pods, IPv4 underlay
+    assert v4.vtep == v6.vtep == vxlan.Vtep("0e:70:0a:fa:02:03", ip_address("10.250.2.3"))
+    entries = vxlan.desired_entries(routes.values())
+    assert entries.neighbours == {v4.gateway: v4.vtep.mac, v6.gateway: v4.vtep.mac}
+    assert entries.fdb == {v4.vtep.mac: frozenset({ip_address("10.250.2.3")})}
+
+
+def test_a_flannel_nodes_published_mac_is_used():
+    flannel = peer(
+        "n4", "10.250.2.4", index=4, backend_data={"VNI": 1, "VtepMAC": "AA:bb:cc:dd:ee:04"}
+    )
+    routes = desired_routes([flannel], LOCAL, VXLAN)
+    assert {r.vtep.mac for r in routes.values()} == {"aa:bb:cc:dd:ee:04"}
+
+
+def test_auto_routes_on_link_peers_directly_and_encapsulates_the_others():
+    near = peer("near", "10.250.1.5", "fd00:250:1::5", index=5)
+    far = peer("far", "10.250.2.6", "fd00:250:2::6", index=6)
+    routes = desired_routes([near, far], LOCAL, AUTO)
+    direct = routes[ip_network("10.244.5.0/24")]
+    assert (str(direct.gateway), direct.ifindex, direct.vtep) == ("10.250.1.5", 2, None)
+    assert routes[ip_network("fd00:10:244:5::/64")].vtep is None
+    assert routes[ip_network("10.244.6.0/24")].vtep is not None
+    assert routes[ip_network("fd00:10:244:6::/64")].ifindex == 7
+    # only encapsulated peers need neighbour and FDB entries
+    assert set(vxlan.desired_entries(routes.values()).fdb) == {"0e:70:0a:fa:02:06"}
+
+
+@pytest.mark.parametrize(
+    ("record", "reason", "words"),
+    [
+        (peer("a", "10.250.2.3", backend="host-gw"), "backend", "backend 'host-gw'"),
+        (peer("b", "10.250.2.3", backend_data={"VNI": 2}), "backend", "VNI 2"),
+        (peer("c", "fd00:250:2::3"), "family", "underlay is IPv4"),
+        (
+            peer("d", "10.250.2.3", backend_data={"VtepMAC": "ff:ff:ff:ff:ff:ff"}),
+            "unparseable",
+            "unicast",
+        ),
+    ],
+)
+def test_vxlan_refusals(record, reason, words):
+    result = validate_peers({record.key: record, "own": OWN}, OWN, CLUSTER, LOCAL, VXLAN)
+    [refusal] = result.refusals
+    assert (refusal.reason, words in refusal.detail) == (reason, True), refusal.detail
+
+
+def test_off_link_peers_are_accepted_by_vxlan():
+    far = peer("far", "10.250.2.6", index=6)
+    assert validate_peers({"far": far}, OWN, CLUSTER, LOCAL, VXLAN).accepted == [far]
+
+
+def entries(neighbours=None, fdb=None):
+    return vxlan.OverlayEntries(
+        {ip_address(a): m for a, m in (neighbours or {}).items()},
+        {m: frozenset(ip_address(d) for d in ds) for m, ds in (fdb or {}).items()},
+    )
+
+
+def test_plan_sets_missing_fixes_changed_and_deletes_stale_entries():
+    desired = entries(
+        {"10.244.2.0": "0e:00:00:00:00:02", "10.244.3.0": "0e:00:00:00:00:03"},
+        {"0e:00:00:00:00:02": ["10.250.1.2"], "0e:00:00:00:00:03": ["10.250.2.3"]},
+    )
+    kernel = entries(
+        {"10.244.3.0": "0e:00:00:00:00:99", "10.244.9.0": "0e:00:00:00:00:09"},
+        {
+            "0e:00:00:00:00:03": ["10.250.2.99", "10.250.2.3"],  # an extra destination
+            "0e:00:00:00:00:09": ["10.250.1.9"],
+        },
+    )
+    plan = vxlan.plan_entries(desired, kernel)
+    assert sorted(str(a) for a, _ in plan.set_neighbours) == ["10.244.2.0", "10.244.3.0"]
+    assert plan.reset_fdb == ["0e:00:00:00:00:03"]
+    assert sorted((m, str(d)) for m, d in plan.set_fdb) == [
+        ("0e:00:00:00:00:02", "10.250.1.2"),
+        ("0e:00:00:00:00:03", "10.250.2.3"),
+    ]
+    assert plan.delete_fdb == ["0e:00:00:00:00:09"]
+    assert [str(a) for a in plan.delete_neighbours] == ["10.244.9.0"]
+    assert not vxlan.plan_entries(desired, desired)
+
+
+def test_mtu_leaves_room_for_the_encapsulation():
+    assert vxlan.device_mtu(1500, 4) == 1450
+    assert vxlan.device_mtu(1500, 6) == 1430
+
+
+@pytest.mark.parametrize("backend", ["vxlan", "auto"])
+def test_flannel_config_carries_vxlan_settings(backend):
+    text = fmt.render_config([ip_network("10.244.0.0/16")], {4: 24}, backend, vni=42, port=4789)
+    config = fmt.parse_config(text)
+    assert (config.backend, config.vni, config.port) == (backend, 42, 4789)
+    # flanneld reads the same document: vxlan, with DirectRouting for auto
+    assert '"Type": "vxlan"' in text and ('"DirectRouting": true' in text) == (backend == "auto")
