@@ -43,7 +43,7 @@ RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 NUD_PERMANENT, NTF_SELF = 0x80, 0x02
 RTNH_F_ONLINK = 4
 AF_BRIDGE = 7
@@ -427,7 +427,9 @@ class RouteSocket:
         """Permanent neighbour entries of interface ``ifindex``: address -> MAC."""
         found = {}
         for family in (socket.AF_INET, socket.AF_INET6):
-            request = NDMSG.pack(family, ifindex, 0, 0, 0)
+            # A strict neighbour dump filters by the NDA_IFINDEX attribute; an FDB dump
+            # (below) by the header's ifindex.
+            request = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, U32.pack(ifindex))
             for kind, body in self._dump(RTM_GETNEIGH, request):
                 _, index, state, _, _ = NDMSG.unpack_from(body, 0)
                 if kind != RTM_NEWNEIGH or index != ifindex or not state & NUD_PERMANENT:

@@ -83,6 +83,20 @@ def lab() -> None:
     show_default=True,
     help="With --datastore kubernetes: who assigns podCIDRs.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["host-gw", "vxlan", "auto"]),
+    default="host-gw",
+    show_default=True,
+    help="With --nodes: how nodes reach each other's pods.",
+)
+@click.option(
+    "--underlay",
+    type=click.Choice(["ipv4", "ipv6"]),
+    default="ipv4",
+    show_default=True,
+    help="With --nodes: the node address family VXLAN travels in.",
+)
 def up(
     name: str,
     topology: str,
@@ -92,9 +106,13 @@ def up(
     pods_per_node: int,
     datastore: str,
     allocator: str,
+    backend: str,
+    underlay: str,
 ) -> None:
     """Build a lab and show what it holds."""
     _require_root()
+    if underlay == "ipv6" and not ipv6:
+        raise PlainnetError("--underlay ipv6 needs IPv6 in the lab: drop --no-ipv6")
     if nodes:
         # Kubernetes v1.20 needs a feature gate for dual-stack node CIDRs: IPv4 there.
         dual = ipv6 and datastore == "etcd"
@@ -107,6 +125,9 @@ def up(
                 cluster_cidrs=cidrs,
                 datastore=datastore,
                 allocator=allocator,
+                topology=topology,
+                backend=backend,
+                underlay=6 if underlay == "ipv6" else 4,
             )
         ).up(timeout=120)
         _print_status(cluster.lab)
@@ -149,6 +170,8 @@ def _print_pods(cluster: LabCluster) -> None:
         routes = {**cluster.node_routes(node, 4), **cluster.node_routes(node, 6)}
         listed = ", ".join(f"{dst} via {via}" for dst, via in routes.items()) or "none"
         console.print(f"{node} plainnet routes (proto 158): {listed}")
+        for refusal in cluster.refusals(node):
+            console.print(f"{node} refused peer record of node {refusal}")
 
 
 def _print_status(built: Lab) -> None:

@@ -34,7 +34,7 @@ from plainnet.lab.builder import STATE_DIR, Lab
 from plainnet.lab.cni_runtime import CniCallError, CniRuntime
 from plainnet.lab.etcd_server import EtcdServer
 from plainnet.lab.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
-from plainnet.lab.topology import PREFIX, Host, Segment, Topology, segment_subnets
+from plainnet.lab.topology import PREFIX, TOPOLOGIES, Host, Topology
 
 ETCD_PORT = 2379
 KUBE_API_PORT = 6443
@@ -58,6 +58,11 @@ class ClusterSpec:
     #: With the kubernetes datastore, who assigns podCIDRs: "kcm" (kube-controller-manager
     #: --allocate-node-cidrs) or "plainnet" (plainnet allocator).
     allocator: str = "kcm"
+    #: "single-segment" (all nodes on one L2 segment) or "two-segments" (nodes alternate
+    #: between two segments joined by a router that knows nothing of pod subnets).
+    topology: str = "single-segment"
+    #: The node address family listed first (--node-ip): the VXLAN underlay's.
+    underlay: int = 4
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,15 @@ class Pod:
 
 
 def cluster_topology(spec: ClusterSpec) -> Topology:
-    ipv6 = any(ip_network(c).version == 6 for c in spec.cluster_cidrs)
-    return Topology(
-        name=spec.name,
-        segments=[Segment(name="lan", **segment_subnets(0, ipv6))],
-        hosts=[Host(name="etcd", segment="lan")]
-        + [Host(name=f"node{i}", segment="lan") for i in range(1, spec.nodes + 1)],
+    """The underlay: host ``etcd`` (the datastore) on the first segment, then the nodes."""
+    ipv6 = spec.underlay == 6 or any(ip_network(c).version == 6 for c in spec.cluster_cidrs)
+    if spec.topology not in TOPOLOGIES:
+        raise PlainnetError(
+            f"unknown topology {spec.topology!r} (known: {', '.join(sorted(TOPOLOGIES))})"
+        )
+    underlay = TOPOLOGIES[spec.topology](spec.name, spec.nodes, ipv6=ipv6, host_prefix="node")
+    return underlay.model_copy(
+        update={"hosts": [Host(name="etcd", segment=underlay.segments[0].name), *underlay.hosts]}
     )
 
 
@@ -245,7 +253,8 @@ class LabCluster:
 
     def agent_command(self, node: str) -> list[str]:
         host = self.lab.host(node)
-        node_ips = [arg for a in host.addresses() for arg in ("--node-ip", str(a))]
+        addresses = sorted(host.addresses(), key=lambda a: a.version != self.spec.underlay)
+        node_ips = [arg for a in addresses for arg in ("--node-ip", str(a))]
         if self.spec.datastore == "kubernetes":
             datastore = [
                 "--datastore",
@@ -253,6 +262,8 @@ class LabCluster:
                 "--kubeconfig",
                 str(self.kube.kubeconfig("agent")),
                 *self._cidr_args(),
+                "--backend",
+                self.spec.backend,
             ]
         else:
             datastore = ["--etcd-endpoint", self.etcd_endpoint]
@@ -298,6 +309,15 @@ class LabCluster:
     def agent_log(self, node: str) -> str:
         path = self.directory / f"{node}.agent.log"
         return path.read_text() if path.exists() else ""
+
+    def refusals(self, node: str) -> list[str]:
+        """The peer records the agent on ``node`` refused, as its log says (latest each)."""
+        found: dict[str, str] = {}
+        for line in self.agent_log(node).splitlines():
+            _, marker, rest = line.partition("refused peer record of node ")
+            if marker:
+                found[rest.split(" ", 1)[0]] = rest
+        return list(found.values())
 
     def wait_for_node_state(self, node: str, deadline: float) -> NodeState:
         while time.monotonic() < deadline:
