@@ -8,76 +8,22 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from tests.helpers.cluster_checks import (
+    SUBNETS,
+    agent_cleanup,
+    etcd_tool,
+    lease_key,
+    metric,
+    subnet_of,
+    wait_until,
+)
 
 from plainnet.agent.node_state import read_node_state
 from plainnet.lab.reachability import probe_pods
 
 pytestmark = pytest.mark.root
-REPO = Path(__file__).resolve().parents[2]
-SUBNETS = "/coreos.com/network/subnets/"
-
-
-def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def etcd_tool(cluster, *args):
-    result = cluster.lab.run(
-        "node1",
-        [sys.executable, "-m", "tests.helpers.etcd_tool", cluster.etcd_endpoint, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def subnet_of(cluster, node, version=4):
-    state = read_node_state(cluster.run_dir(node))
-    return next(str(s) for s in state.subnets if s.version == version)
-
-
-def lease_key(cluster, node):
-    state = read_node_state(cluster.run_dir(node))
-    return SUBNETS + "&".join(f"{s.network_address}-{s.prefixlen}" for s in state.subnets)
-
-
-def metric(cluster, node, name):
-    script = (
-        "import urllib.request;print(urllib.request.urlopen("
-        "'http://127.0.0.1:9158/metrics').read().decode())"
-    )
-    text = cluster.lab.run(
-        node, [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
-def agent_cleanup(cluster, node):
-    """``plainnet agent cleanup`` on ``node``, as an operator runs it."""
-    command = [
-        sys.executable,
-        "-m",
-        "plainnet.cli.main",
-        "agent",
-        "cleanup",
-        "--run-dir",
-        str(cluster.run_dir(node)),
-    ]
-    return cluster.lab.run(node, command, capture_output=True, text=True)
 
 
 def test_every_pod_reaches_every_pod_dual_stack_without_nat(cluster_factory, lab_name):

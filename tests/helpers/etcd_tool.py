@@ -1,6 +1,7 @@
 """Write to a lab's etcd from inside the lab (tests and benchmarks run it with lab.run).
 
 usage: python -m tests.helpers.etcd_tool ENDPOINT put KEY VALUE
+       python -m tests.helpers.etcd_tool ENDPOINT get KEY          (prints the value)
        python -m tests.helpers.etcd_tool ENDPOINT delete KEY
        python -m tests.helpers.etcd_tool ENDPOINT put-leases COUNT FIRST_INDEX GATEWAY_PREFIX
        python -m tests.helpers.etcd_tool ENDPOINT time-put KEY VALUE   (prints seconds)
@@ -35,6 +36,9 @@ async def main(endpoint: str, command: str, *args: str) -> None:
             started = time.perf_counter()
             await client.put(args[0].encode(), args[1].encode())
             print(time.perf_counter() - started)
+        elif command == "get":
+            value = await client.get(args[0].encode())
+            print(value.value.decode() if value else "")
         elif command == "delete":
             await client.delete(args[0].encode())
         elif command == "put-leases":

@@ -49,7 +49,9 @@ def test_vxlan_routes_every_pod_subnet_through_the_peers_vtep():
     routes = desired_routes([remote], LOCAL, VXLAN)
     v4, v6 = routes[ip_network("10.244.3.0/24")], routes[ip_network("fd00:10:244:3::/64")]
     assert (str(v4.gateway), v4.ifindex) == ("10.244.3.0", 7)
-    assert (str(v6.gateway), v6.ifindex) == ("fd00:10:244:3::", 7)  # IPv6 pods, IPv4 underlay
+    # IPv6 pods over the IPv4 underlay, via the peer device's EUI-64 link-local address
+    assert (str(v6.gateway), v6.ifindex) == ("fe80::c70:aff:fefa:203", 7)
+    assert (v4.onlink, v6.onlink) == (True, False)
     assert v4.vtep == v6.vtep == vxlan.Vtep("0e:70:0a:fa:02:03", ip_address("10.250.2.3"))
     entries = vxlan.desired_entries(routes.values())
     assert entries.neighbours == {v4.gateway: v4.vtep.mac, v6.gateway: v4.vtep.mac}

@@ -44,13 +44,18 @@ class DesiredRoute:
     ifindex: int
     node: str  # for log lines
     #: Set for a route through the VXLAN device: ``gateway`` is then the peer's VTEP
-    #: address, reached "onlink" (no connected route covers it) through the permanent
-    #: neighbour and FDB entries for this VTEP.
+    #: address, reached through the permanent neighbour and FDB entries for this VTEP.
     vtep: Vtep | None = None
     nexthop: NexthopKey = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nexthop", nexthop_key(self.gateway, self.ifindex))
+
+    @property
+    def onlink(self) -> bool:
+        """An IPv4 VTEP gateway is covered by no connected route: the nexthop is marked
+        "onlink". (IPv6 VTEP gateways are link-local, always on-link.)"""
+        return self.vtep is not None and not self.gateway.is_link_local
 
 
 @dataclass
@@ -114,7 +119,7 @@ def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState)
     for key in sorted(needed.keys() - nexthop_ids.keys()):
         new_id = next(free_ids)
         route = needed[key]
-        plan.create_nexthops.append((new_id, route.gateway, route.ifindex, route.vtep is not None))
+        plan.create_nexthops.append((new_id, route.gateway, route.ifindex, route.onlink))
         nexthop_ids[key] = new_id
     deleting = set(plan.delete_nexthops)
     for key, nexthop_id in nexthop_ids.items():
@@ -156,9 +161,7 @@ def plan_subset(
         if want is None:
             want = next(free_ids)
             created[route.nexthop] = want
-            plan.create_nexthops.append(
-                (want, route.gateway, route.ifindex, route.vtep is not None)
-            )
+            plan.create_nexthops.append((want, route.gateway, route.ifindex, route.onlink))
         if have is None:
             plan.add_routes.append((destination, want, route))
         elif have.nexthop_id != want:

@@ -4,10 +4,15 @@ Each node has one kernel VXLAN device, ``plainnet.vxlan`` (VNI 1, UDP port 8472 
 default — Flannel's). For every peer the agent keeps, all *permanent* and all its own
 (nothing is learnt by flooding; the device has learning off):
 
-- a route ``<peer subnet> via <peer VTEP address> dev plainnet.vxlan onlink`` per pod
-  subnet, where the VTEP address is the subnet's network address (as Flannel: the
-  device of node 10.244.2.0/24 holds 10.244.2.0/32);
-- a neighbour entry ``<peer VTEP address> lladdr <peer VTEP MAC>`` — no ARP needed;
+- a route per pod subnet through the peer's VTEP address: for IPv4
+  ``10.244.2.0/24 via 10.244.2.0 dev plainnet.vxlan onlink``, the subnet's network
+  address, as Flannel (the device of node 10.244.2.0/24 holds 10.244.2.0/32); for
+  IPv6 ``fd00:10:244:2::/64 via fe80::c70:aff:fefa:203 dev plainnet.vxlan``, the
+  link-local address the peer's device has by its MAC (EUI-64). Not the subnet's
+  address as for IPv4: the kernel refuses an IPv6 "onlink" gateway that another
+  route covers through another device — exactly the case while a peer's subnet moves
+  from a direct route to the overlay (a backend change, or ``auto`` re-deciding);
+- a neighbour entry ``<peer VTEP address> lladdr <peer VTEP MAC>`` — no ARP or ND;
 - an FDB entry ``<peer VTEP MAC> dst <peer node address>`` — where to send the frame.
 
 One device carries IPv4 and IPv6 pod subnets; the *underlay* — the family VXLAN's
@@ -29,6 +34,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 
 from plainnet.agent.backends.hostgw import direct_route
 from plainnet.agent.reconcile import DesiredRoute, Vtep
@@ -62,8 +68,21 @@ def derived_mac(address: IPAddress) -> str:
 
 def vtep_address(subnet: IPNetwork) -> IPAddress:
     """A node's VTEP address in a pod subnet: the network address, which the CNI plugin
-    never gives a pod (the gateway is the first address after it)."""
+    never gives a pod (the gateway is the first address after it). The device holds it,
+    so traffic the node itself sends to remote pods has a source they can answer."""
     return subnet.network_address
+
+
+def link_local(mac: str) -> IPv6Address:
+    """The EUI-64 link-local address of an interface with ``mac`` (RFC 4291, App. A)."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    interface_id = bytes([raw[0] ^ 0x02]) + raw[1:3] + b"\xff\xfe" + raw[3:6]
+    return IPv6Address(b"\xfe\x80" + bytes(6) + interface_id)
+
+
+def vtep_gateway(subnet: IPNetwork, vtep: Vtep) -> IPAddress:
+    """The gateway of a route to a peer's ``subnet`` through the overlay."""
+    return vtep_address(subnet) if subnet.version == 4 else link_local(vtep.mac)
 
 
 class VtepError(ValueError):
@@ -108,7 +127,7 @@ def desired_routes(
         for subnet in peer.subnets:
             route = direct_route(peer, subnet, local) if direct else None
             routes[subnet] = route or DesiredRoute(
-                subnet, vtep_address(subnet), routing.overlay_ifindex, peer.node, vtep
+                subnet, vtep_gateway(subnet, vtep), routing.overlay_ifindex, peer.node, vtep
             )
     return routes
 
