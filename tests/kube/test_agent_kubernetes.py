@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from plainnet.agent.backends.vxlan import derived_mac
 from plainnet.agent.node_state import read_node_state
 from plainnet.lab.reachability import probe_pods
+from tests.helpers.cluster_checks import fdb
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
 
@@ -80,4 +82,27 @@ def test_node_deletion_and_an_api_server_restart_lose_no_change(kube_cluster):
         ),
         30,
         "node3 to rejoin with a new subnet from the controller manager",
+    )
+
+
+def test_vxlan_across_segments_needs_no_write_access(cluster_factory, lab_name):
+    """Each VTEP MAC is derived from the node's address, so the read-only agent (its
+    RBAC role can only list and watch Nodes) publishes nothing and still reaches the
+    nodes behind the router."""
+    cluster = cluster_factory(
+        lab_name,
+        nodes=3,
+        pods_per_node=1,
+        datastore="kubernetes",
+        cluster_cidrs=["10.244.0.0/16"],
+        topology="two-segments",
+        backend="vxlan",
+    )
+    probes = probe_pods(cluster.pods)
+    assert len(probes) == 6 and all(p.ok for p in probes)
+    peers = [cluster.lab.host(n).ipv4 for n in ("node2", "node3")]
+    assert fdb(cluster, "node1") == {derived_mac(a): {str(a)} for a in peers}
+    status, node = cluster.kube.request("GET", "/api/v1/nodes/node1")
+    assert status == 200 and not any(
+        "flannel" in key or "plainnet" in key for key in node["metadata"].get("annotations", {})
     )
