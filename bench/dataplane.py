@@ -2,8 +2,8 @@
 host-gw, vxlan and auto backends, each against node-to-node over the same path in the
 same run, so every result is a ratio to its baseline.
 
-    .venv/bin/python bench/dataplane.py               # 5 s iperf3, 200 pings per path
-    .venv/bin/python bench/dataplane.py --seconds 2   # quicker
+    .venv/bin/python bench/dataplane.py               # 3 x 3 s iperf3, 500 pings per path
+    .venv/bin/python bench/dataplane.py --seconds 1 --repeat 1   # quicker
 
 The lab: two L2 segments joined by a router namespace (``--topology two-segments``):
 node1 and node3 on one, node2 on the other. For every backend one cluster is built,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from plainnet.lab.topology import host_namespace
 
 SOURCE = "node1"
 PATHS = {"same segment": "node3", "cross segment": "node2"}
-RTT = re.compile(r"= [\d.]+/([\d.]+)/")
+RTT = re.compile(r"time=([\d.]+) ms")
 
 
 @dataclass
@@ -44,25 +45,35 @@ def run_in(namespace: str, command: list[str], **kwargs) -> subprocess.Completed
     return subprocess.run(["ip", "netns", "exec", namespace, *command], **kwargs)
 
 
-def measure(source_ns: str, target_ns: str, address: IPAddress, seconds: float, pings: int):
-    """iperf3 TCP throughput and mean ping RTT from ``source_ns`` to ``address``."""
+def measure(
+    source_ns: str, target_ns: str, address: IPAddress, seconds: float, pings: int, repeat: int
+) -> Measurement:
+    """Median ping RTT and median iperf3 TCP throughput (of ``repeat`` runs) from
+    ``source_ns`` to ``address``; both None if the address does not answer. Medians,
+    because a 2-core machine's scheduler puts outliers into any mean."""
+    ping = run_in(
+        source_ns,
+        ["ping", "-n", "-c", str(pings), "-i", "0.002", "-W", "1", str(address)],
+        capture_output=True,
+        text=True,
+    )
+    rtts = [float(m) for m in RTT.findall(ping.stdout)]
+    if ping.returncode != 0 or not rtts:
+        return Measurement(None, None)
+    return Measurement(
+        statistics.median(iperf(source_ns, target_ns, address, seconds) for _ in range(repeat)),
+        statistics.median(rtts) * 1000,
+    )
+
+
+def iperf(source_ns: str, target_ns: str, address: IPAddress, seconds: float) -> float:
+    """One iperf3 TCP run (one stream), in Gbit/s."""
     server = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            target_ns,
-            "iperf3",
-            "--server",
-            "--one-off",
-            "--bind",
-            str(address),
-        ],
+        ["ip", "netns", "exec", target_ns, "iperf3", "--server", "--one-off"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        gbits = None
         for _ in range(50):  # until the server listens
             result = run_in(
                 source_ns,
@@ -71,24 +82,13 @@ def measure(source_ns: str, target_ns: str, address: IPAddress, seconds: float, 
                 text=True,
             )
             report = json.loads(result.stdout or "{}")
-            if result.returncode == 0 and "sum_received" in report.get("end", {}):
-                gbits = report["end"]["sum_received"]["bits_per_second"] / 1e9
-                break
-            if "unable to connect" not in report.get("error", "unable to connect"):
-                break  # reachable but failing, or unreachable: no number
+            if "sum_received" in report.get("end", {}):
+                return report["end"]["sum_received"]["bits_per_second"] / 1e9
             time.sleep(0.1)
+        raise RuntimeError(f"iperf3 to {address} failed: {report.get('error')}")
     finally:
         server.kill()
         server.wait()
-    ping = run_in(
-        source_ns,
-        ["ping", "-q", "-c", str(pings), "-i", "0.01", "-W", "1", str(address)],
-        capture_output=True,
-        text=True,
-    )
-    match = RTT.search(ping.stdout)
-    rtt = float(match.group(1)) * 1000 if ping.returncode == 0 and match else None
-    return Measurement(gbits, rtt)
 
 
 def ratio(value: float | None, baseline: float | None) -> str:
@@ -99,7 +99,7 @@ def number(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}" if value is not None else "unreachable"
 
 
-def bench_backend(backend: str, seconds: float, pings: int, table: Table) -> None:
+def bench_backend(backend: str, seconds: float, pings: int, repeat: int, table: Table) -> None:
     name = f"bdp{backend.replace('-', '')}"
     spec = ClusterSpec(
         name=name,
@@ -119,6 +119,7 @@ def bench_backend(backend: str, seconds: float, pings: int, table: Table) -> Non
                 cluster.lab.host(target).ipv4,
                 seconds,
                 pings,
+                repeat,
             )
             pod = measure(
                 pods[SOURCE].namespace,
@@ -126,6 +127,7 @@ def bench_backend(backend: str, seconds: float, pings: int, table: Table) -> Non
                 pods[target].addresses[0],
                 seconds,
                 pings,
+                repeat,
             )
             table.add_row(
                 backend,
@@ -141,8 +143,9 @@ def bench_backend(backend: str, seconds: float, pings: int, table: Table) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 time per path")
-    parser.add_argument("--pings", type=int, default=200, help="pings per path")
+    parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 time per run")
+    parser.add_argument("--repeat", type=int, default=3, help="iperf3 runs per path")
+    parser.add_argument("--pings", type=int, default=500, help="pings per path")
     parser.add_argument(
         "--backend", action="append", choices=["host-gw", "vxlan", "auto"], help="repeatable"
     )
@@ -163,7 +166,7 @@ def main() -> None:
             justify="right" if "ratio" in column or "/" in column or "µs" in column else "left",
         )
     for backend in args.backend or ["host-gw", "vxlan", "auto"]:
-        bench_backend(backend, args.seconds, args.pings, table)
+        bench_backend(backend, args.seconds, args.pings, args.repeat, table)
     Console(width=160).print(table)
 
 

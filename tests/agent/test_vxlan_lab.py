@@ -11,6 +11,7 @@ from ipaddress import ip_address
 
 import pytest
 from tests.helpers.cluster_checks import (
+    SUBNETS,
     agent_cleanup,
     device_exists,
     etcd_tool,
@@ -288,3 +289,53 @@ def test_cleanup_removes_the_vxlan_device(cluster_factory, lab_name):
     assert "VXLAN device plainnet.vxlan" in result.stdout
     assert not device_exists(cluster, "node1")
     assert cluster.node_routes("node1", 4) == {} and cluster.node_routes("node1", 6) == {}
+
+
+def test_a_flannel_vxlan_node_interoperates(cluster_factory, lab_name):
+    """flanneld is not packaged for Debian 12 and cannot be fetched here, so node3 plays a
+    Flannel vxlan node: a ``flannel.1`` device with a MAC of its own (not plainnet's
+    derived one), the lease JSON flanneld writes (``BackendData: {VNI, VtepMAC}``) and
+    the neighbour, FDB and onlink route entries flanneld adds for each plainnet lease."""
+    cluster = two_segment_cluster(
+        cluster_factory, lab_name, "vxlan", nodes=3, cluster_cidrs=["10.244.0.0/16"]
+    )
+    flannel_subnet = subnet_of(cluster, "node3")
+    cluster.stop_agent("node3")
+    etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
+    assert agent_cleanup(cluster, "node3").returncode == 0
+    node3_ip, flannel_mac = str(cluster.lab.host("node3").ipv4), "aa:bb:cc:00:00:03"
+    vtep = flannel_subnet.split("/")[0]
+
+    def on_node3(*command):
+        cluster.lab.run("node3", list(command), check=True)
+
+    on_node3(
+        "ip", "link", "add", "flannel.1", "address", flannel_mac, "mtu", "1450", "type",
+        "vxlan", "id", "1", "local", node3_ip, "dev", "eth0", "dstport", "8472", "nolearning",
+    )  # fmt: skip
+    on_node3("ip", "addr", "add", f"{vtep}/32", "dev", "flannel.1")
+    on_node3("ip", "link", "set", "flannel.1", "up")
+    lease = {
+        "PublicIP": node3_ip,
+        "PublicIPv6": None,
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": flannel_mac},
+    }
+    etcd_tool(cluster, "put", SUBNETS + flannel_subnet.replace("/", "-"), json.dumps(lease))
+    for node in ("node1", "node2"):  # what flanneld adds on node3 from plainnet's leases
+        published = json.loads(etcd_tool(cluster, "get", lease_key(cluster, node)))
+        mac, subnet = published["BackendData"]["VtepMAC"], subnet_of(cluster, node)
+        gateway = subnet.split("/")[0]
+        on_node3(
+            "ip", "neigh", "add", gateway, "lladdr", mac, "dev", "flannel.1", "nud", "permanent"
+        )
+        on_node3("bridge", "fdb", "add", mac, "dev", "flannel.1", "dst", published["PublicIP"])
+        on_node3("ip", "route", "add", subnet, "via", gateway, "dev", "flannel.1", "onlink")
+    for node in ("node1", "node2"):
+        wait_until(
+            lambda n=node: fdb(cluster, n).get(flannel_mac) == {node3_ip},
+            5,
+            what=f"{node} to use the Flannel node's published VTEP MAC",
+        )
+    probes = probe_pods(cluster.pods)
+    assert len(probes) == 6 and [p for p in probes if not p.ok] == []
