@@ -142,7 +142,7 @@ HOSTILE = {
     "outside-cluster": ("192.168.5.0-24", {"PublicIP": "10.250.0.9"}, "outside the cluster CIDR"),
     "default-route": ("0.0.0.0-0", {"PublicIP": "10.250.0.9"}, "outside the cluster CIDR"),
     "local-network": ("10.250.0.0-24", {"PublicIP": "10.250.0.9"}, "overlaps network"),
-    "not-on-link": ("10.0.200.0-24", {"PublicIP": "192.168.9.9"}, "use the vxlan or bgp backend"),
+    "not-on-link": ("10.0.200.0-24", {"PublicIP": "192.168.9.9"}, "use the vxlan or auto backend"),
     "family": (
         "10.0.201.0-24",
         {"PublicIP": "0.0.0.0", "PublicIPv6": "fd00::9"},
