@@ -29,6 +29,21 @@ def plainnet(*args: str, **kwargs) -> subprocess.CompletedProcess:
             ["lab", "exec", "--lab", "nosuchlab", "host1", "--", "true"],
             "plainnet: no lab named 'nosuchlab' is up",
         ),
+        (
+            [
+                "etcd",
+                "init",
+                "--etcd-endpoint",
+                "http://127.0.0.1:1",
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--backend",
+                "vxlan",
+                "--vxlan-vni",
+                "0",
+            ],
+            "plainnet: VXLAN VNI 0: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, line):
