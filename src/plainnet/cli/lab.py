@@ -9,6 +9,7 @@ import sys
 import click
 from rich.table import Table
 
+from plainnet.cli.options import backend_option
 from plainnet.cli.output import console
 from plainnet.errors import PlainnetError
 from plainnet.lab import netns
@@ -83,13 +84,7 @@ def lab() -> None:
     show_default=True,
     help="With --datastore kubernetes: who assigns podCIDRs.",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["host-gw", "vxlan", "auto"]),
-    default="host-gw",
-    show_default=True,
-    help="With --nodes: how nodes reach each other's pods.",
-)
+@backend_option
 @click.option(
     "--underlay",
     type=click.Choice(["ipv4", "ipv6"]),

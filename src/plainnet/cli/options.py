@@ -29,35 +29,32 @@ def split_cidrs(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for value in values for c in value.split(",") if c.strip()]
 
 
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["host-gw", "vxlan", "auto"]),
+    default="host-gw",
+    show_default=True,
+    help="host-gw: plain routes (one L2 segment); vxlan: overlay to every peer; "
+    "auto: direct routes to on-link peers, VXLAN to the others.",
+)
+
+
 def backend_options(function):  # type: ignore[no-untyped-def]
     """--backend, --vxlan-vni, --vxlan-port (validated by BackendConfig)."""
     from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT
 
-    for option in reversed(
-        (
-            click.option(
-                "--backend",
-                type=click.Choice(["host-gw", "vxlan", "auto"]),
-                default="host-gw",
-                show_default=True,
-                help="host-gw: plain routes (one L2 segment); vxlan: overlay to every "
-                "peer; auto: direct routes to on-link peers, VXLAN to the others.",
-            ),
-            click.option(
-                "--vxlan-vni",
-                type=int,
-                default=DEFAULT_VNI,
-                show_default=True,
-                help="VXLAN network identifier (vxlan, auto).",
-            ),
-            click.option(
-                "--vxlan-port",
-                type=int,
-                default=DEFAULT_VXLAN_PORT,
-                show_default=True,
-                help="VXLAN UDP port (vxlan, auto).",
-            ),
-        )
-    ):
-        function = option(function)
-    return function
+    function = click.option(
+        "--vxlan-port",
+        type=int,
+        default=DEFAULT_VXLAN_PORT,
+        show_default=True,
+        help="VXLAN UDP port (vxlan, auto).",
+    )(function)
+    function = click.option(
+        "--vxlan-vni",
+        type=int,
+        default=DEFAULT_VNI,
+        show_default=True,
+        help="VXLAN network identifier (vxlan, auto).",
+    )(function)
+    return backend_option(function)
