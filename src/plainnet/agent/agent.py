@@ -275,7 +275,12 @@ class Agent:
                 self.reconcile(triggers)
             except Exception as exc:
                 self._last_error = f"reconcile failed: {exc}"
-                log.exception("reconcile failed; retrying in %.1fs", self.settings.retry_seconds)
+                if isinstance(exc, PlainnetError):  # explained: one line, no traceback
+                    log.error("%s; retrying in %.1fs", exc, self.settings.retry_seconds)
+                else:
+                    log.exception(
+                        "reconcile failed; retrying in %.1fs", self.settings.retry_seconds
+                    )
                 self._forget_kernel()
                 self._view = None  # a pass that failed half-way leaves no half-updated view
                 await asyncio.sleep(self.settings.retry_seconds)

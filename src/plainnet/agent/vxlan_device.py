@@ -14,7 +14,9 @@ touched: it is plainnet's by name, as ``flannel.1`` is Flannel's.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from plainnet.errors import PlainnetError
 from plainnet.interfaces import add_address
 from plainnet.ipam.types import IPAddress
 
@@ -70,14 +73,25 @@ def ensure_device(spec: VxlanDeviceSpec) -> int:
                 ipr.link("del", index=link["index"])
                 links = []
         if not links:
-            ipr.link(
-                "add",
-                ifname=spec.name,
-                kind="vxlan",
-                address=spec.mac,
-                mtu=spec.mtu,
-                **wanted,
-            )
+            try:
+                ipr.link(
+                    "add",
+                    ifname=spec.name,
+                    kind="vxlan",
+                    address=spec.mac,
+                    mtu=spec.mtu,
+                    **wanted,
+                )
+            except NetlinkError as exc:
+                what = f"cannot create VXLAN device {spec.name} (VNI {spec.vni}, port {spec.port})"
+                if exc.code == errno.EEXIST:
+                    raise PlainnetError(
+                        f"{what}: another VXLAN device (flannel.1?) has this VNI and port; "
+                        f"remove it, or choose another VNI for the cluster"
+                    ) from None
+                raise PlainnetError(
+                    f"{what}: {os.strerror(exc.code)}; does the kernel have the vxlan module?"
+                ) from None
             log.info(
                 "created %s: VNI %d, UDP port %d, local %s, MAC %s, MTU %d",
                 spec.name,
