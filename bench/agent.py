@@ -3,6 +3,11 @@ in a real etcd, against ``ip -batch`` installing the same N routes in the same r
 
     .venv/bin/python bench/agent.py                 # N = 1,000, 5,000, 20,000 (~3 minutes)
     .venv/bin/python bench/agent.py --peers 1000    # one size
+    .venv/bin/python bench/agent.py --backend vxlan # routes, neighbours and FDB entries
+
+With ``--backend vxlan`` every peer needs a route, a neighbour and an FDB entry on the
+VXLAN device; the baseline is then ``ip -batch`` (neighbours, onlink routes) plus
+``bridge -batch`` (FDB) installing the same entries on a VXLAN device of its own.
 
 Per N:
 (a) agent process start -> all N routes in the kernel (wall clock, includes Python
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from ipaddress import ip_address
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +39,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agent_probe import peer
 from plainnet.agent import ROUTE_PROTOCOL
+from plainnet.agent.backends.vxlan import DEVICE_NAME, derived_mac
 from plainnet.agent.netlink import RouteSocket
 from plainnet.lab import netns
 from plainnet.lab.builder import Lab
@@ -57,25 +64,56 @@ def topology() -> Topology:
     )
 
 
-def ip_batch_seconds(lab: Lab, count: int) -> float:
-    """``ip -batch`` adding the same routes (each with its own gateway) in the baseline host."""
-    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as batch:
-        for index in range(1, count + 1):
-            _, subnet, gateway = peer(index)
-            batch.write(f"route add {subnet} via {gateway} dev eth0\n")
+def ip_batch_seconds(lab: Lab, count: int, backend: str) -> float:
+    """``ip -batch`` (and for vxlan ``bridge -batch``) adding the same kernel entries in
+    the baseline host: for host-gw each route with its own gateway."""
+    ip_lines, bridge_lines = [], []
+    if backend == "vxlan":
+        local = str(lab.host("baseline").ipv4)
+        lab.run("baseline", ["ip", "link", "add", "vx", "type", "vxlan", "id", "1", "local",
+                             local, "dstport", "8472", "nolearning"], check=True)  # fmt: skip
+        lab.run("baseline", ["ip", "link", "set", "vx", "up"], check=True)
+    for index in range(1, count + 1):
+        _, subnet, gateway = peer(index)
+        if backend == "vxlan":
+            mac, vtep = derived_mac(ip_address(gateway)), subnet.split("/")[0]
+            ip_lines.append(f"neigh add {vtep} lladdr {mac} dev vx nud permanent")
+            ip_lines.append(f"route add {subnet} via {vtep} dev vx onlink")
+            bridge_lines.append(f"fdb add {mac} dev vx dst {gateway} self permanent")
+        else:
+            ip_lines.append(f"route add {subnet} via {gateway} dev eth0")
+    files = []
     try:
+        commands = []
+        for tool, lines in (("ip", ip_lines), ("bridge", bridge_lines)):
+            if lines:
+                with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as batch:
+                    batch.write("\n".join(lines) + "\n")
+                files.append(Path(batch.name))
+                commands.append([tool, "-batch", batch.name])
         started = time.perf_counter()
-        lab.run("baseline", ["ip", "-batch", batch.name], check=True)
+        for command in commands:
+            lab.run("baseline", command, check=True)
         return time.perf_counter() - started
     finally:
-        Path(batch.name).unlink()
-        lab.run("baseline", ["ip", "route", "flush", "proto", "boot"], check=True)
+        for path in files:
+            path.unlink()
+        if backend == "vxlan":
+            lab.run("baseline", ["ip", "link", "del", "vx"], check=True)
+        else:
+            lab.run("baseline", ["ip", "route", "flush", "proto", "boot"], check=True)
 
 
-def count_routes(namespace: str) -> int:
+def count_installed(namespace: str, backend: str) -> int:
+    """Peers fully installed: routes of plainnet's protocol, and with vxlan the fewest of
+    routes and FDB entries (the neighbours go in the same batches before the routes)."""
     sock = netns.socket_in(namespace, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    with RouteSocket(sock) as routes:
-        return len(routes.routes(4, ROUTE_PROTOCOL))
+    with RouteSocket(sock) as kernel:
+        routes = len(kernel.routes(4, ROUTE_PROTOCOL))
+        if backend != "vxlan":
+            return routes
+        device = next((i for i, (name, _) in kernel.links().items() if name == DEVICE_NAME), 0)
+        return min(routes, len(kernel.fdb(device))) if device else 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,7 +128,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure(count: int, events: int) -> dict[str, float]:
+def measure(count: int, events: int, backend: str) -> dict[str, float]:
     with Lab(topology()) as lab:
         etcd_host = lab.host("etcd")
         etcd = EtcdServer(
@@ -101,10 +139,17 @@ def measure(count: int, events: int) -> dict[str, float]:
         )
         etcd.start()
         try:
-            baseline = ip_batch_seconds(lab, count)
+            baseline = ip_batch_seconds(lab, count, backend)
             lab.run(
                 "node",
-                [sys.executable, str(HERE / "agent_probe.py"), etcd.endpoint, "load", str(count)],
+                [
+                    sys.executable,
+                    str(HERE / "agent_probe.py"),
+                    etcd.endpoint,
+                    "load",
+                    str(count),
+                    backend,
+                ],
                 check=True,
                 timeout=600,
             )
@@ -133,7 +178,7 @@ def measure(count: int, events: int) -> dict[str, float]:
                 stderr=subprocess.STDOUT,
             )
             deadline = started + 600
-            while count_routes(namespace) < count:
+            while count_installed(namespace, backend) < count:
                 if agent.poll() is not None or time.perf_counter() > deadline:
                     raise SystemExit("the agent did not install all routes")
                 time.sleep(0.01)
@@ -147,6 +192,7 @@ def measure(count: int, events: int) -> dict[str, float]:
                     "latency",
                     str(events),
                     str(count + 100),
+                    backend,
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -181,9 +227,14 @@ def main() -> None:
         "--peers", type=int, action="append", help="peer counts (default 1000, 5000, 20000)"
     )
     parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--backend", choices=["host-gw", "vxlan"], default="host-gw")
     args = parser.parse_args()
-    results = [measure(n, args.events) for n in (args.peers or [1000, 5000, 20000])]
-    table = Table(title="plainnet agent benchmark (host-gw, one gateway per peer)")
+    results = [measure(n, args.events, args.backend) for n in (args.peers or [1000, 5000, 20000])]
+    title = {
+        "host-gw": "host-gw, one gateway per peer",
+        "vxlan": "vxlan: route, neighbour and FDB entry per peer",
+    }[args.backend]
+    table = Table(title=f"plainnet agent benchmark ({title})")
     for column in (
         "peers",
         "(a) agent start -> routes",

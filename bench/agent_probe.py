@@ -1,9 +1,10 @@
 """The in-lab half of bench/agent.py: runs inside a lab host (next to etcd and the agent).
 
-usage: python bench/agent_probe.py ENDPOINT load COUNT
-       python bench/agent_probe.py ENDPOINT latency EVENTS FIRST_INDEX
+usage: python bench/agent_probe.py ENDPOINT load COUNT [BACKEND]
+       python bench/agent_probe.py ENDPOINT latency EVENTS FIRST_INDEX [BACKEND]
 
-load: the network config and COUNT host-gw leases, each with its own gateway in the
+BACKEND: host-gw (default) or vxlan.
+load: the network config and COUNT leases, each with its own gateway in the
 on-link 10.1.0.0/16 (the worst case for a kernel: one gateway per route).
 latency: for each event, put one new lease and wait for its route to appear (netlink
 notification in this namespace); prints the delays from "etcd write returned" to
@@ -41,18 +42,20 @@ def peer(index: int) -> tuple[str, str, str]:
     return f"{subnet.network_address}-24", str(subnet), gateway
 
 
-def lease(index: int) -> tuple[bytes, bytes]:
+def lease(index: int, backend: str) -> tuple[bytes, bytes]:
+    """A lease as plainnet writes it (a vxlan peer's VTEP MAC: derived from its address)."""
     name, _, gateway = peer(index)
-    value = {"PublicIP": gateway, "BackendType": "host-gw", "PlainnetNode": f"peer{index}"}
+    value = {"PublicIP": gateway, "BackendType": backend, "PlainnetNode": f"peer{index}"}
     return f"{PREFIX}/subnets/{name}".encode(), json.dumps(value).encode()
 
 
-async def load(client: aetcd.Client, count: int) -> None:
-    config = {"Network": CLUSTER, "SubnetLen": 24, "Backend": {"Type": "host-gw"}}
+async def load(client: aetcd.Client, count: int, backend: str) -> None:
+    config = {"Network": CLUSTER, "SubnetLen": 24, "Backend": {"Type": backend}}
     await client.put(f"{PREFIX}/config".encode(), json.dumps(config).encode())
     for start in range(1, count + 1, CHUNK):
         puts = [
-            aetcd.transactions.Put(*lease(i)) for i in range(start, min(start + CHUNK, count + 1))
+            aetcd.transactions.Put(*lease(i, backend))
+            for i in range(start, min(start + CHUNK, count + 1))
         ]
         succeeded, _ = await client.transaction(compare=[], success=puts, failure=[])
         assert succeeded
@@ -74,12 +77,12 @@ def wait_for_route(events: socket.socket, subnet: str, timeout: float = 5.0) -> 
     raise SystemExit(f"route {subnet} did not appear within {timeout}s")
 
 
-async def latency(client: aetcd.Client, events_count: int, first: int) -> list[float]:
+async def latency(client: aetcd.Client, events_count: int, first: int, backend: str) -> list[float]:
     delays = []
     for index in range(first, first + events_count):
         events = subscribe_events()
         events.setblocking(True)
-        key, value = lease(index)
+        key, value = lease(index, backend)
         await client.put(key, value)
         written = time.perf_counter()
         delays.append(wait_for_route(events, peer(index)[1]) - written)
@@ -91,9 +94,9 @@ async def main(endpoint: str, command: str, *args: str) -> None:
     client = etcd_client(endpoint, timeout=120)
     try:
         if command == "load":
-            await load(client, int(args[0]))
+            await load(client, int(args[0]), *args[1:2])
         elif command == "latency":
-            print(json.dumps(await latency(client, int(args[0]), int(args[1]))))
+            print(json.dumps(await latency(client, int(args[0]), int(args[1]), *args[2:3])))
         else:
             raise SystemExit(f"unknown command {command}")
     finally:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plainnet.agent.backends import vxlan
 from plainnet.agent.peer_view import PeerView
 from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
 from plainnet.agent.routing import HOST_GW, LocalNetwork, Routing
@@ -68,6 +69,7 @@ def test_incremental_updates_equal_a_rebuild(routing, batches):
     records: dict = {}
     view = fresh(records, routing)
     kernel = KernelState()
+    entries_in_kernel = vxlan.OverlayEntries({}, {})
     apply_plan_to_state(plan_changes(view.desired, kernel), kernel, set(), 158)
     revision = 0
     for batch in batches:
@@ -95,6 +97,20 @@ def test_incremental_updates_equal_a_rebuild(routing, batches):
             k: r.reason for k, r in expected.refusals.items()
         }
         assert +view.nexthop_refs == +Counter(expected.nexthop_refs)
+        # the VXLAN entries too, and an incremental diff of them finds what a full one does
+        assert view.entries == vxlan.desired_entries(expected.desired.values())
+        if touched is not None:
+            full = vxlan.plan_entries(view.entries, entries_in_kernel)
+            partial = vxlan.plan_entries(view.entries, entries_in_kernel, view.touched_entries)
+            assert sorted(map(str, full.set_neighbours + full.delete_neighbours)) == sorted(
+                map(str, partial.set_neighbours + partial.delete_neighbours)
+            )
+            assert (sorted(full.set_fdb), sorted(full.delete_fdb)) == (
+                sorted(partial.set_fdb),
+                sorted(partial.delete_fdb),
+            )
+        vxlan.apply_entries(vxlan.plan_entries(view.entries, entries_in_kernel), entries_in_kernel)
+        assert entries_in_kernel == view.entries
         # and the kernel, as the plans left it, holds exactly the desired routes
         assert {d: kernel.nexthops[r.nexthop_id].gateway for d, r in kernel.routes.items()} == {
             d: r.gateway for d, r in expected.desired.items()

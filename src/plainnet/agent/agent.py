@@ -325,12 +325,15 @@ class Agent:
             plan = plan_changes(view.desired, self._kernel_state)
         else:
             plan = plan_subset(view.desired, self._kernel_state, touched, view.nexthop_refs)
-        overlay, wanted_entries = None, None
+        overlay = None
         if routing.overlay:
-            wanted_entries = vxlan.desired_entries(view.desired.values())
+            entries_touched = view.touched_entries if touched is not None else None
             if self._overlay_state is None:
                 self._overlay_state = self.kernel.read_overlay(routing.overlay_ifindex)
-            overlay = vxlan.plan_entries(wanted_entries, self._overlay_state)
+                entries_touched = None
+            elif touched is not None and not changed:
+                entries_touched = (set(), set())  # nothing changed since the last pass
+            overlay = vxlan.plan_entries(view.entries, self._overlay_state, entries_touched)
         if plan or overlay:
             refused, failures = self.kernel.apply(plan, overlay, routing.overlay_ifindex)
             self._log_plan(plan, refused)
@@ -340,7 +343,7 @@ class Agent:
             self.metrics.route_changes.labels("delete").inc(len(plan.delete_routes))
             if overlay:
                 self._count_overlay(overlay)
-                self._overlay_state = wanted_entries
+                vxlan.apply_entries(overlay, self._overlay_state)
             if failures:
                 self.metrics.kernel_errors.inc(failures)
                 self._kernel_state = None

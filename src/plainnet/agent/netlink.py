@@ -314,8 +314,8 @@ def parse_nexthop(body: memoryview) -> KernelNexthop | None:
     return KernelNexthop(nexthop_id, gateway, oif, protocol, bool(flags & RTNH_F_ONLINK))
 
 
-def _mac(raw: memoryview) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+def _mac(raw: bytes) -> str:
+    return raw.hex(":")
 
 
 # --- the socket ------------------------------------------------------------------------
@@ -430,28 +430,46 @@ class RouteSocket:
             # A strict neighbour dump filters by the NDA_IFINDEX attribute; an FDB dump
             # (below) by the header's ifindex.
             request = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, U32.pack(ifindex))
-            for kind, body in self._dump(RTM_GETNEIGH, request):
-                _, index, state, _, _ = NDMSG.unpack_from(body, 0)
-                if kind != RTM_NEWNEIGH or index != ifindex or not state & NUD_PERMANENT:
-                    continue
-                attrs = dict(iter_attrs(body, NDMSG.size))
-                if NDA_DST in attrs and NDA_LLADDR in attrs:
-                    found[_address(bytes(attrs[NDA_DST]))] = _mac(attrs[NDA_LLADDR])
+            for destination, mac in self._permanent_neighbours(request, ifindex):
+                if destination is not None:
+                    found[destination] = mac
         return found
 
     def fdb(self, ifindex: int) -> dict[str, frozenset[IPAddress]]:
         """Permanent FDB entries of VXLAN device ``ifindex``: MAC -> destinations."""
         found: dict[str, set[IPAddress]] = {}
-        for kind, body in self._dump(RTM_GETNEIGH, NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)):
-            _, index, state, _, _ = NDMSG.unpack_from(body, 0)
+        request = NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)
+        for destination, mac in self._permanent_neighbours(request, ifindex):
+            destinations = found.setdefault(mac, set())
+            if destination is not None:
+                destinations.add(destination)
+        return {mac: frozenset(destinations) for mac, destinations in found.items()}
+
+    def _permanent_neighbours(
+        self, request: bytes, ifindex: int
+    ) -> Iterator[tuple[IPAddress | None, str]]:
+        """(NDA_DST, NDA_LLADDR) of each permanent entry of ``ifindex`` a neighbour or FDB
+        dump returns. The attribute walk is inlined, as in :func:`parse_route`: a resync
+        reads two entries per VXLAN peer."""
+        unpack_header, unpack_attr = NDMSG.unpack_from, RTATTR.unpack_from
+        for kind, body in self._dump(RTM_GETNEIGH, request):
+            _, index, state, _, _ = unpack_header(body, 0)
             if kind != RTM_NEWNEIGH or index != ifindex or not state & NUD_PERMANENT:
                 continue
-            attrs = dict(iter_attrs(body, NDMSG.size))
-            if NDA_LLADDR in attrs:
-                destinations = found.setdefault(_mac(attrs[NDA_LLADDR]), set())
-                if NDA_DST in attrs:
-                    destinations.add(_address(bytes(attrs[NDA_DST])))
-        return {mac: frozenset(destinations) for mac, destinations in found.items()}
+            destination = lladdr = None
+            offset, end = NDMSG.size, len(body)
+            while offset + 4 <= end:
+                length, attr = unpack_attr(body, offset)
+                if length < 4:
+                    break
+                attr &= 0x3FFF
+                if attr == NDA_DST:
+                    destination = _address(bytes(body[offset + 4 : offset + length]))
+                elif attr == NDA_LLADDR:
+                    lladdr = bytes(body[offset + 4 : offset + length])
+                offset += (length + 3) & ~3
+            if lladdr is not None:
+                yield destination, _mac(lladdr)
 
     def apply(
         self, requests: Sequence[tuple[int, int, bytes, str]], ignore: frozenset[int] = frozenset()

@@ -14,6 +14,10 @@ change, and only where the result is *provably the same* as a rebuild:
 
 Overlap queries use per-family lists of (start, end, key) sorted by start, so a query
 looks only at the neighbourhood of the subnet (plus the span of the largest subnet).
+
+With the vxlan and auto backends the view also keeps the VXLAN device's wanted
+neighbour and FDB entries, and which of them an update touched, so an incremental pass
+diffs those alone.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from plainnet.agent.backends import desired_routes
+from plainnet.agent.backends.vxlan import OverlayEntries
 from plainnet.agent.reconcile import DesiredRoute, NexthopKey
 from plainnet.agent.routing import LocalNetwork, Routing
 from plainnet.agent.validation import Refusal, check_record, validate_peers
 from plainnet.datastore.records import PeerRecord, Record
-from plainnet.ipam.types import IPNetwork
+from plainnet.ipam.types import IPAddress, IPNetwork
 
 
 class _Spans:
@@ -84,6 +89,11 @@ class PeerView:
         self.refusals: dict[str, Refusal] = {}
         self.desired: dict[IPNetwork, DesiredRoute] = {}
         self.nexthop_refs: Counter[NexthopKey] = Counter()
+        #: The VXLAN device's wanted entries (empty for host-gw), and the neighbour
+        #: addresses and MACs the last update touched (None after a rebuild: all).
+        self.entries = OverlayEntries({}, {})
+        self.touched_entries: tuple[set[IPAddress], set[str]] | None = None
+        self._mac_refs: Counter[str] = Counter()
         self._candidates: dict[str, PeerRecord] = {}  # passed their own checks
         self._routes_by_key: dict[str, dict[IPNetwork, DesiredRoute]] = {}
         self._spans = {4: _Spans(), 6: _Spans()}
@@ -109,8 +119,11 @@ class PeerView:
         self._routes_by_key = {}
         self.desired = {}
         self.nexthop_refs = Counter()
+        self.entries = OverlayEntries({}, {})
+        self._mac_refs = Counter()
         for key, record in self.accepted.items():
             self._add_routes(key, record)
+        self.touched_entries = None
 
     def update(self, records: Mapping[str, Record], keys: Iterable[str]) -> set[IPNetwork] | None:
         """Bring the changed ``keys`` up to date; returns the destinations whose desired
@@ -149,6 +162,7 @@ class PeerView:
                     return None  # two changed records overlap each other
         if any(key in self.refusals and self.refusals[key].reason == "overlap" for key in checked):
             return None
+        self.touched_entries = (set(), set())
         touched: set[IPNetwork] = set()
         for key, (record, refusal) in checked.items():
             touched.update(self._remove(key))
@@ -185,6 +199,8 @@ class PeerView:
             self.nexthop_refs[route.nexthop] -= 1
             if self.nexthop_refs[route.nexthop] <= 0:
                 del self.nexthop_refs[route.nexthop]
+            if route.vtep is not None:
+                self._remove_entries(route)
         return set(routes)
 
     def _add_routes(self, key: str, record: PeerRecord) -> set[IPNetwork]:
@@ -193,4 +209,31 @@ class PeerView:
         for destination, route in routes.items():
             self.desired[destination] = route
             self.nexthop_refs[route.nexthop] += 1
+            if route.vtep is not None:
+                self._add_entries(route)
         return set(routes)
+
+    def _add_entries(self, route: DesiredRoute) -> None:
+        assert route.vtep is not None
+        mac = route.vtep.mac
+        self.entries.neighbours[route.gateway] = mac
+        self.entries.fdb[mac] = frozenset((route.vtep.underlay,))
+        self._mac_refs[mac] += 1
+        self._touch(route)
+
+    def _remove_entries(self, route: DesiredRoute) -> None:
+        assert route.vtep is not None
+        mac = route.vtep.mac
+        if self.entries.neighbours.get(route.gateway) == mac:
+            del self.entries.neighbours[route.gateway]
+        self._mac_refs[mac] -= 1
+        if self._mac_refs[mac] <= 0:
+            del self._mac_refs[mac]
+            self.entries.fdb.pop(mac, None)
+        self._touch(route)
+
+    def _touch(self, route: DesiredRoute) -> None:
+        if self.touched_entries is not None:
+            assert route.vtep is not None
+            self.touched_entries[0].add(route.gateway)
+            self.touched_entries[1].add(route.vtep.mac)

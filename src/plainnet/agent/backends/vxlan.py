@@ -180,25 +180,49 @@ class OverlayPlan:
         )
 
 
-def plan_entries(desired: OverlayEntries, kernel: OverlayEntries) -> OverlayPlan:
-    """The difference, as dict operations: O(n). A MAC whose kernel entry has a wrong or
-    an extra destination is cleared and set again, so exactly the desired one remains."""
+def plan_entries(
+    desired: OverlayEntries,
+    kernel: OverlayEntries,
+    touched: tuple[set[IPAddress], set[str]] | None = None,
+) -> OverlayPlan:
+    """The difference, as dict operations: O(n), or O(changes) when ``touched`` names
+    the only neighbour addresses and MACs that can differ. A MAC whose kernel entry has
+    a wrong or an extra destination is cleared and set again, so exactly the desired one
+    remains."""
     plan = OverlayPlan()
-    plan.set_neighbours = [
-        (address, mac)
-        for address, mac in desired.neighbours.items()
-        if kernel.neighbours.get(address) != mac
-    ]
-    for mac, destinations in desired.fdb.items():
-        have = kernel.fdb.get(mac)
-        if have == destinations:
-            continue
-        if have:
-            plan.reset_fdb.append(mac)
-        plan.set_fdb.extend((mac, destination) for destination in sorted(destinations))
-    plan.delete_fdb = [mac for mac in kernel.fdb if mac not in desired.fdb]
-    plan.delete_neighbours = [a for a in kernel.neighbours if a not in desired.neighbours]
+    addresses = (
+        desired.neighbours.keys() | kernel.neighbours.keys() if touched is None else touched[0]
+    )
+    for address in addresses:
+        want, have = desired.neighbours.get(address), kernel.neighbours.get(address)
+        if want is None:
+            if have is not None:
+                plan.delete_neighbours.append(address)
+        elif want != have:
+            plan.set_neighbours.append((address, want))
+    macs = desired.fdb.keys() | kernel.fdb.keys() if touched is None else touched[1]
+    for mac in macs:
+        destinations, present = desired.fdb.get(mac), kernel.fdb.get(mac)
+        if destinations is None:
+            if present is not None:
+                plan.delete_fdb.append(mac)
+        elif destinations != present:
+            if present:
+                plan.reset_fdb.append(mac)
+            plan.set_fdb.extend((mac, destination) for destination in sorted(destinations))
     return plan
+
+
+def apply_entries(plan: OverlayPlan, kernel: OverlayEntries) -> None:
+    """Update a cached view of the kernel's entries with what an applied plan did."""
+    for address, mac in plan.set_neighbours:
+        kernel.neighbours[address] = mac
+    for address in plan.delete_neighbours:
+        kernel.neighbours.pop(address, None)
+    for mac in plan.reset_fdb + plan.delete_fdb:
+        kernel.fdb.pop(mac, None)
+    for mac, destination in plan.set_fdb:
+        kernel.fdb[mac] = kernel.fdb.get(mac, frozenset()) | {destination}
 
 
 def device_mtu(uplink_mtu: int, underlay_version: int) -> int:
