@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI, RECORD_TYPES
 from plainnet.errors import ConfigError
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.node_subnets import DEFAULT_NODE_PREFIX, parse_network, validate_split
@@ -98,23 +99,13 @@ def one_line(exc: ValidationError, model: type[BaseModel]) -> str:
     return f"{label} {value}: {reason}"
 
 
-#: What each backend puts on the wire as a record's backend type. ``auto`` nodes are
-#: VXLAN nodes that route on-link peers directly — Flannel's vxlan backend with
-#: ``DirectRouting`` — so they publish ``vxlan`` and interoperate with vxlan nodes.
-RECORD_TYPES = {"host-gw": "host-gw", "vxlan": "vxlan", "auto": "vxlan"}
-
-#: Flannel's defaults for its vxlan backend (the Linux default port 8472, VNI 1).
-DEFAULT_VNI = 1
-DEFAULT_VXLAN_PORT = 8472
-
-
 class BackendConfig(BaseModel):
     """How nodes reach each other's pod subnets; every node of a cluster runs the same."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Literal["host-gw", "vxlan", "auto"] = Field(default="host-gw", title="backend")
-    vni: int = Field(default=DEFAULT_VNI, ge=1, le=2**24 - 1, title="VXLAN VNI")
+    vni: int = Field(default=DEFAULT_VNI, ge=1, le=MAX_VNI, title="VXLAN VNI")
     port: int = Field(default=DEFAULT_VXLAN_PORT, ge=1, le=65535, title="VXLAN UDP port")
 
     @property

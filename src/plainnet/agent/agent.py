@@ -41,8 +41,7 @@ from plainnet.agent.node_state import NodeState, read_node_state, write_node_sta
 from plainnet.agent.peer_view import PeerView
 from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
 from plainnet.agent.routing import LocalNetwork, Routing, on_link_network
-from plainnet.agent.vxlan_device import DeviceWorker, VxlanDeviceSpec, ensure_device, remove_device
-from plainnet.config import load_backend_config
+from plainnet.backend_names import RECORD_TYPES
 from plainnet.datastore.records import (
     Datastore,
     DatastoreError,
@@ -115,9 +114,9 @@ class Agent:
         #: How to reach peers, with the VXLAN device's ifindex; None: check the device.
         self._routing: Routing | None = None
         self._routing_base = Routing()
-        self._device: VxlanDeviceSpec | None = None  # the VXLAN device wanted (not host-gw)
+        self._device: vxlan.VxlanDeviceSpec | None = None  # the VXLAN device wanted
         self._overlay_state: vxlan.OverlayEntries | None = None  # the device's entries
-        self._devices = DeviceWorker()
+        self._devices: Any = None  # a vxlan_device.DeviceWorker once a device is handled
         self._device_check_due = False
         self._reported: set[tuple[str, str]] = set()
         self._view: PeerView | None = None
@@ -152,9 +151,7 @@ class Agent:
                 f"backend {self.backend!r} is not supported by this agent "
                 f"(supported: {', '.join(NAMES)})"
             )
-        backend = load_backend_config(
-            {"name": config.backend, "vni": config.vni, "port": config.port}
-        )
+        overlay = self.backend != "host-gw"
         local = self._local_networks()
         addresses = self.settings.node_addresses or _pick_node_addresses(local)
         uplink = on_link_network(addresses[0], local)
@@ -170,20 +167,20 @@ class Agent:
             NodeClaim(
                 node=self.settings.node_name,
                 addresses=tuple(addresses),
-                backend=backend.record_type,
+                backend=RECORD_TYPES[self.backend],
                 # What flanneld's vxlan backend publishes, so its nodes can reach ours.
-                backend_data={"VNI": backend.vni, "VtepMAC": mac} if backend.overlay else {},
+                backend_data={"VNI": config.vni, "VtepMAC": mac} if overlay else {},
                 previous_subnets=previous.subnets if previous else (),
             )
         )
-        self._routing_base = Routing(self.backend, backend.vni, underlay.version)
+        self._routing_base = Routing(self.backend, config.vni, underlay.version)
         mtu = self.kernel.interface_mtu(uplink.ifindex)
-        if backend.overlay:
+        if overlay:
             mtu = vxlan.device_mtu(mtu, underlay.version)
-            self._device = VxlanDeviceSpec(
+            self._device = vxlan.VxlanDeviceSpec(
                 name=vxlan.DEVICE_NAME,
-                vni=backend.vni,
-                port=backend.port,
+                vni=config.vni,
+                port=config.port,
                 local=underlay,
                 uplink_ifindex=uplink.ifindex,
                 mac=mac,
@@ -257,7 +254,8 @@ class Agent:
             cni.stop()
         await self.datastore.close()
         self.kernel.close()
-        self._devices.close()
+        if self._devices is not None:
+            self._devices.close()
         for task in done:
             if task is not stopping and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -354,7 +352,9 @@ class Agent:
         if not routing.overlay and self._routing is not None and self._device_check_due:
             # Routes have moved off a VXLAN device an earlier backend left: remove it.
             self._device_check_due = False
-            if self._devices.call(remove_device, vxlan.DEVICE_NAME):
+            if self.kernel.link_index(vxlan.DEVICE_NAME) and self._device_call(
+                "remove_device", vxlan.DEVICE_NAME
+            ):
                 log.info("removed %s: this node now runs %s", vxlan.DEVICE_NAME, self.backend)
         self.passes += 1
         for trigger in triggers:
@@ -381,12 +381,21 @@ class Agent:
         if self._routing is None:
             ifindex = 0
             if self._device is not None:
-                ifindex = self._devices.call(ensure_device, self._device)
+                ifindex = self._device_call("ensure_device", self._device)
             self._device_check_due = True
             current = replace(self._routing_base, overlay_ifindex=ifindex)
             previous = self._view.routing if self._view is not None else None
             self._routing = previous if previous == current else current
         return self._routing
+
+    def _device_call(self, function: str, *args: Any) -> Any:
+        """Run :mod:`plainnet.agent.vxlan_device`'s ``function`` on its pyroute2 thread
+        (imported on first use: pyroute2 costs a host-gw agent memory for nothing)."""
+        from plainnet.agent import vxlan_device
+
+        if self._devices is None:
+            self._devices = vxlan_device.DeviceWorker()
+        return self._devices.call(getattr(vxlan_device, function), *args)
 
     def _count_overlay(self, plan: vxlan.OverlayPlan) -> None:
         changes = self.metrics.overlay_changes

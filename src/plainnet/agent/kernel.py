@@ -165,6 +165,9 @@ class KernelRoutes:
             found.append(LocalNetwork(interface.network, entry.ifindex, name, interface.ip))
         return found
 
+    def link_index(self, name: str) -> int | None:
+        return next((i for i, (n, _) in self.sock.links().items() if n == name), None)
+
     def interface_mtu(self, ifindex: int) -> int:
         return self.sock.links()[ifindex][1]
 

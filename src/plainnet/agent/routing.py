@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from plainnet.config import DEFAULT_VNI, RECORD_TYPES
+from plainnet.backend_names import DEFAULT_VNI, RECORD_TYPES
 from plainnet.ipam.types import IPAddress, IPNetwork
 
 

@@ -4,7 +4,8 @@ A device is a handful of requests made rarely (at start, after a link event, on 
 resync), so it goes through pyroute2 like the lab and the CNI plugin; the per-peer bulk
 (routes, neighbour and FDB entries) goes through :mod:`plainnet.agent.netlink`.
 pyroute2's synchronous API refuses to run inside a running asyncio loop, so the agent
-calls these functions on a worker thread (:class:`DeviceWorker`).
+calls these functions on a worker thread (:class:`DeviceWorker`) — and imports this
+module only when it needs a device, so a host-gw agent never loads pyroute2.
 
 A device whose VNI, port, local address or uplink differ from the wanted ones is
 replaced (the kernel cannot change them in place); MTU, MAC, state and the VTEP
@@ -19,33 +20,19 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from ipaddress import ip_interface
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from plainnet.agent.backends.vxlan import VxlanDeviceSpec
 from plainnet.errors import PlainnetError
 from plainnet.interfaces import add_address
-from plainnet.ipam.types import IPAddress
 
 log = logging.getLogger("plainnet.agent.vxlan")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class VxlanDeviceSpec:
-    name: str
-    vni: int
-    port: int
-    local: IPAddress  # this node's underlay address
-    uplink_ifindex: int
-    mac: str
-    mtu: int
-    #: This node's VTEP addresses (pod subnets' network addresses, /32 and /128).
-    addresses: tuple[IPv4Interface | IPv6Interface, ...]
 
 
 def _identity(spec: VxlanDeviceSpec) -> dict[str, Any]:

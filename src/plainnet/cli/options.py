@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from plainnet.backend_names import BACKENDS
+
 kubeconfig_option = click.option(
     "--kubeconfig",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -31,7 +33,7 @@ def split_cidrs(values: tuple[str, ...]) -> list[str]:
 
 backend_option = click.option(
     "--backend",
-    type=click.Choice(["host-gw", "vxlan", "auto"]),
+    type=click.Choice(BACKENDS),
     default="host-gw",
     show_default=True,
     help="host-gw: plain routes (one L2 segment); vxlan: overlay to every peer; "
@@ -41,7 +43,7 @@ backend_option = click.option(
 
 def backend_options(function):  # type: ignore[no-untyped-def]
     """--backend, --vxlan-vni, --vxlan-port (validated by BackendConfig)."""
-    from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT
+    from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT
 
     function = click.option(
         "--vxlan-port",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 
-from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT
+from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPAddress, IPNetwork
 
@@ -85,6 +85,12 @@ def parse_config(text: str) -> FlannelNetworkConfig:
     backend = str(backend_section.get("Type", "udp"))
     if backend == "vxlan" and backend_section.get("DirectRouting"):
         backend = "auto"
+    vni = int(backend_section.get("VNI") or DEFAULT_VNI)
+    port = int(backend_section.get("Port") or DEFAULT_VXLAN_PORT)
+    if not 1 <= vni <= MAX_VNI:
+        raise ValueError(f"Backend VNI {vni} is out of range (1 to {MAX_VNI})")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"Backend Port {port} is out of range (1 to 65535)")
     return FlannelNetworkConfig(
         network=network,
         subnet_len=subnet_len,
@@ -93,8 +99,8 @@ def parse_config(text: str) -> FlannelNetworkConfig:
         backend=str(backend),
         subnet_min=ip_address(document["SubnetMin"]) if document.get("SubnetMin") else None,
         subnet_max=ip_address(document["SubnetMax"]) if document.get("SubnetMax") else None,
-        vni=int(backend_section.get("VNI") or DEFAULT_VNI),
-        port=int(backend_section.get("Port") or DEFAULT_VXLAN_PORT),
+        vni=vni,
+        port=port,
     )
 
 

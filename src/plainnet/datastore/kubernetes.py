@@ -34,7 +34,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 
-from plainnet.config import DEFAULT_VNI, DEFAULT_VXLAN_PORT, RECORD_TYPES
+from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, RECORD_TYPES
 from plainnet.datastore.records import (
     Change,
     DatastoreError,

@@ -34,7 +34,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv4Interface, IPv6Address, IPv6Interface
 
 from plainnet.agent.backends.hostgw import direct_route
 from plainnet.agent.reconcile import DesiredRoute, Vtep
@@ -223,6 +223,19 @@ def apply_entries(plan: OverlayPlan, kernel: OverlayEntries) -> None:
         kernel.fdb.pop(mac, None)
     for mac, destination in plan.set_fdb:
         kernel.fdb[mac] = kernel.fdb.get(mac, frozenset()) | {destination}
+
+
+@dataclass(frozen=True)
+class VxlanDeviceSpec:
+    name: str
+    vni: int
+    port: int
+    local: IPAddress  # this node's underlay address
+    uplink_ifindex: int
+    mac: str
+    mtu: int
+    #: This node's VTEP addresses (pod subnets' network addresses, /32 and /128).
+    addresses: tuple[IPv4Interface | IPv6Interface, ...]
 
 
 def device_mtu(uplink_mtu: int, underlay_version: int) -> int:
