@@ -339,3 +339,37 @@ def test_a_flannel_vxlan_node_interoperates(cluster_factory, lab_name):
         )
     probes = probe_pods(cluster.pods)
     assert len(probes) == 6 and [p for p in probes if not p.ok] == []
+
+
+def test_auto_redecides_when_this_nodes_networks_change(cluster_factory, lab_name):
+    """auto decides per peer from this node's networks: node1 given an address in node2's
+    segment treats node2 as on-link (direct route, no FDB entry for it); without the
+    address node2 is encapsulated again. (Only the decision is checked here: the lab's
+    segments are not really joined by that address.)"""
+    cluster = two_segment_cluster(cluster_factory, lab_name, "auto", nodes=2)
+    node2 = cluster.lab.host("node2")
+    subnet, mac = subnet_of(cluster, "node2"), derived_mac(node2.ipv4)
+    assert cluster.node_routes("node1")[subnet] == subnet.split("/")[0]  # through VXLAN
+    assert mac in fdb(cluster, "node1")
+    extra = [["10.250.2.200/24", "dev", "eth0"], ["fd00:250:2::200/64", "dev", "eth0", "nodad"]]
+    for address in extra:  # both families: else IPv6 pods still need node2's VTEP
+        cluster.lab.run("node1", ["ip", "addr", "add", *address], check=True)
+    wait_until(
+        lambda: (
+            cluster.node_routes("node1").get(subnet) == str(node2.ipv4)
+            and mac not in fdb(cluster, "node1")
+        ),
+        5,
+        what="node1 to route node2 directly",
+    )
+    for address in extra:
+        cluster.lab.run("node1", ["ip", "addr", "del", *address[:3]], check=True)
+    wait_until(
+        lambda: (
+            cluster.node_routes("node1").get(subnet) == subnet.split("/")[0]
+            and mac in fdb(cluster, "node1")
+        ),
+        5,
+        what="node1 to encapsulate towards node2 again",
+    )
+    assert ping(cluster, pod_on(cluster, "node1"), pod_on(cluster, "node2").addresses[0])
