@@ -44,6 +44,10 @@ def plainnet(*args: str, **kwargs) -> subprocess.CompletedProcess:
             ],
             "plainnet: VXLAN VNI 0: Input should be greater than or equal to 1",
         ),
+        (
+            ["agent", "--etcd-endpoint", "http://127.0.0.1:1", "--backend", "vxlan"],
+            "plainnet: --backend is for the Kubernetes datastore; with etcd",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, line):

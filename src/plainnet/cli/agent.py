@@ -128,6 +128,16 @@ def agent(
         raise PlainnetError(
             "no datastore: pass --etcd-endpoint URL (or set PLAINNET_ETCD_ENDPOINT)"
         )
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("backend", "vxlan_vni", "vxlan_port")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if datastore == "etcd" and given:
+        raise PlainnetError(
+            f"{given[0]} is for the Kubernetes datastore; with etcd every node reads the "
+            f"backend from <prefix>/config: set it with `plainnet etcd init --backend ...`"
+        )
     from plainnet.agent.agent import AgentSettings, run_agent
 
     host, port = _listen(metrics)
