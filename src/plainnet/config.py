@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI, RECORD_TYPES
+from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI
 from plainnet.errors import ConfigError
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.node_subnets import DEFAULT_NODE_PREFIX, parse_network, validate_split
@@ -107,16 +107,6 @@ class BackendConfig(BaseModel):
     name: Literal["host-gw", "vxlan", "auto"] = Field(default="host-gw", title="backend")
     vni: int = Field(default=DEFAULT_VNI, ge=1, le=MAX_VNI, title="VXLAN VNI")
     port: int = Field(default=DEFAULT_VXLAN_PORT, ge=1, le=65535, title="VXLAN UDP port")
-
-    @property
-    def record_type(self) -> str:
-        """The backend type this node's record carries."""
-        return RECORD_TYPES[self.name]
-
-    @property
-    def overlay(self) -> bool:
-        """Whether the node has a VXLAN device (vxlan, and auto for off-link peers)."""
-        return self.name != "host-gw"
 
 
 def load_backend_config(values: dict[str, Any]) -> BackendConfig:

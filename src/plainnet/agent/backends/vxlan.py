@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Address, IPv6Interface
+from typing import TypeVar
 
 from plainnet.agent.backends.hostgw import direct_route
 from plainnet.agent.reconcile import DesiredRoute, Vtep
@@ -43,6 +44,8 @@ from plainnet.datastore.records import PeerRecord
 from plainnet.ipam.types import IPAddress, IPNetwork
 
 NAME = "vxlan"
+K = TypeVar("K")
+V = TypeVar("V")
 DEVICE_NAME = "plainnet.vxlan"
 
 #: Bytes VXLAN adds to every packet: outer IP (20 / 40) + UDP 8 + VXLAN 8 + inner
@@ -193,24 +196,32 @@ def plan_entries(
     addresses = (
         desired.neighbours.keys() | kernel.neighbours.keys() if touched is None else touched[0]
     )
-    for address in addresses:
-        want, have = desired.neighbours.get(address), kernel.neighbours.get(address)
-        if want is None:
-            if have is not None:
-                plan.delete_neighbours.append(address)
-        elif want != have:
-            plan.set_neighbours.append((address, want))
+    plan.set_neighbours, plan.delete_neighbours = _differences(
+        addresses, desired.neighbours, kernel.neighbours
+    )
     macs = desired.fdb.keys() | kernel.fdb.keys() if touched is None else touched[1]
-    for mac in macs:
-        destinations, present = desired.fdb.get(mac), kernel.fdb.get(mac)
-        if destinations is None:
-            if present is not None:
-                plan.delete_fdb.append(mac)
-        elif destinations != present:
-            if present:
-                plan.reset_fdb.append(mac)
-            plan.set_fdb.extend((mac, destination) for destination in sorted(destinations))
+    changed, plan.delete_fdb = _differences(macs, desired.fdb, kernel.fdb)
+    for mac, destinations in changed:
+        if kernel.fdb.get(mac):
+            plan.reset_fdb.append(mac)
+        plan.set_fdb.extend((mac, destination) for destination in sorted(destinations))
     return plan
+
+
+def _differences(
+    keys: Iterable[K], desired: Mapping[K, V], kernel: Mapping[K, V]
+) -> tuple[list[tuple[K, V]], list[K]]:
+    """Of ``keys``: those whose wanted value the kernel lacks (with that value), and
+    those the kernel holds but nobody wants."""
+    changed, unwanted = [], []
+    for key in keys:
+        want = desired.get(key)
+        if want is None:
+            if key in kernel:
+                unwanted.append(key)
+        elif want != kernel.get(key):
+            changed.append((key, want))
+    return changed, unwanted
 
 
 def apply_entries(plan: OverlayPlan, kernel: OverlayEntries) -> None:
