@@ -43,6 +43,7 @@ step "scenario 5: two L2 segments joined by a router that knows no pod subnet; b
 "$plainnet" lab check --lab "$lab"
 step "node1: direct routes to node3 (same segment), VXLAN to node2 and node4 (across the router)"
 "$plainnet" lab exec --lab "$lab" node1 -- ip route show proto 158
+"$plainnet" lab exec --lab "$lab" node1 -- ip -6 route show proto 158
 "$plainnet" lab exec --lab "$lab" node1 -- bridge fdb show dev plainnet.vxlan
 "$plainnet" lab down "$lab"
 
