@@ -1,5 +1,6 @@
 """The vxlan and auto backends, pure: VTEP MACs, desired routes and entries, the diff."""
 
+import json
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -64,6 +65,34 @@ def test_a_flannel_nodes_published_mac_is_used():
     )
     routes = desired_routes([flannel], LOCAL, VXLAN)
     assert {r.vtep.mac for r in routes.values()} == {"aa:bb:cc:dd:ee:04"}
+
+
+def test_an_ipv6_underlay_uses_flannels_backend_v6_data():
+    v6 = Routing("vxlan", underlay_version=6, overlay_ifindex=7)
+    # a dual-stack flanneld node: one VTEP per underlay family
+    value = json.dumps(
+        {
+            "PublicIP": "10.250.2.4",
+            "PublicIPv6": "fd00:250:2::4",
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": "aa:00:00:00:00:04"},
+            "BackendV6Data": {"VNI": 1, "VtepMAC": "aa:00:00:00:06:04"},
+        }
+    )
+    record = fmt.parse_lease("k", "10.244.4.0-24&fd00:10:244:4::-64", value.encode(), 1)
+    assert {r.vtep for r in desired_routes([record], LOCAL, v6).values()} == {
+        vxlan.Vtep("aa:00:00:00:06:04", ip_address("fd00:250:2::4"))
+    }
+    assert {r.vtep.mac for r in desired_routes([record], LOCAL, VXLAN).values()} == {
+        "aa:00:00:00:00:04"
+    }
+    # and a plainnet node with an IPv6 underlay publishes where flanneld looks
+    lease = json.loads(
+        fmt.lease_value(
+            "n", (ip_address("fd00:250:1::2"),), "vxlan", {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}
+        )
+    )
+    assert "BackendData" not in lease and lease["BackendV6Data"]["VtepMAC"] == "0e:00:00:00:00:01"
 
 
 def test_auto_routes_on_link_peers_directly_and_encapsulates_the_others():

@@ -168,7 +168,10 @@ def lease_value(
         NODE_FIELD: record_node,
     }
     if backend_data:
-        document["BackendData"] = backend_data
+        # flanneld publishes an IPv6-underlay VTEP as BackendV6Data; the underlay is the
+        # family of the node's first address.
+        v6_underlay = bool(addresses) and addresses[0].version == 6
+        document["BackendV6Data" if v6_underlay else "BackendData"] = backend_data
     return json.dumps(document)
 
 
@@ -193,10 +196,11 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
             if not isinstance(address, IPv6Address):
                 raise ValueError(f"PublicIPv6 {public6} is not an IPv6 address")
             addresses.append(address)
-        # A Flannel node with an IPv6-only underlay publishes its VTEP in BackendV6Data.
-        backend_data = document.get("BackendData") or document.get("BackendV6Data") or {}
-        if not isinstance(backend_data, dict):
-            raise ValueError("BackendData is not a JSON object")
+        backend_data = document.get("BackendData") or {}
+        backend_data_v6 = document.get("BackendV6Data") or {}
+        for name, value in (("BackendData", backend_data), ("BackendV6Data", backend_data_v6)):
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} is not a JSON object")
         node = document.get(NODE_FIELD) or (str(addresses[0]) if addresses else name)
         return PeerRecord(
             key=key,
@@ -206,6 +210,7 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
             backend=str(document.get("BackendType", "")),
             backend_data=backend_data,
             claimed_at=claimed_at,
+            backend_data_v6=backend_data_v6,
         )
     except (ValueError, TypeError) as exc:
         return InvalidRecord(key=key, reason=str(exc), claimed_at=claimed_at)

@@ -25,6 +25,8 @@ class PeerRecord:
     backend: str
     backend_data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     claimed_at: int = 0
+    #: Flannel's ``BackendV6Data``: backend data of a node whose VXLAN underlay is IPv6.
+    backend_data_v6: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def address_for(self, version: int) -> IPAddress | None:
         for address in self.addresses:

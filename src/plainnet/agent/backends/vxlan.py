@@ -106,17 +106,18 @@ def peer_vtep(peer: PeerRecord, routing: Routing) -> Vtep:
             f"it has no IPv{routing.underlay_version} node address, and this node's "
             f"VXLAN underlay is IPv{routing.underlay_version}",
         )
-    vni = peer.backend_data.get("VNI")
+    # flanneld publishes the VTEP of its IPv6-underlay device as BackendV6Data
+    data = peer.backend_data_v6 if routing.underlay_version == 6 else peer.backend_data
+    data = data or peer.backend_data or peer.backend_data_v6
+    vni = data.get("VNI")
     if vni is not None and vni != routing.vni:
         raise VtepError("backend", f"it uses VXLAN VNI {vni!r}, this node uses {routing.vni}")
-    mac = peer.backend_data.get("VtepMAC")
-    if mac is None:
+    published = data.get("VtepMAC")
+    if published is None:
         return Vtep(derived_mac(underlay), underlay)
-    mac = str(mac).lower()
+    mac = str(published).lower()
     if not _MAC.match(mac) or int(mac[:2], 16) & 1:
-        raise VtepError(
-            "unparseable", f"VtepMAC {peer.backend_data['VtepMAC']!r} is not a unicast MAC"
-        )
+        raise VtepError("unparseable", f"VtepMAC {published!r} is not a unicast MAC")
     return Vtep(mac, underlay)
 
 
