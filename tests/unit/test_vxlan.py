@@ -6,6 +6,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from plainnet.agent.backends import desired_routes, vxlan
+from plainnet.agent.peer_view import PeerView
 from plainnet.agent.routing import LocalNetwork, Routing
 from plainnet.agent.validation import validate_peers
 from plainnet.datastore import flannel_format as fmt
@@ -36,6 +37,13 @@ def peer(key, address, address6=None, index=2, backend_data=None, backend="vxlan
     )
 
 
+def entries_of(peers, routing):
+    """The VXLAN entries the agent's peer view wants for ``peers``."""
+    view = PeerView(OWN, CLUSTER, LOCAL, routing)
+    view.rebuild({p.key: p for p in peers})
+    return view.entries
+
+
 def test_derived_mac_is_locally_administered_unicast_and_readable_for_ipv4():
     assert vxlan.derived_mac(ip_address("10.250.1.2")) == "0e:70:0a:fa:01:02"
     mac6 = vxlan.derived_mac(ip_address("fd00:250:1::2"))
@@ -54,7 +62,7 @@ def test_vxlan_routes_every_pod_subnet_through_the_peers_vtep():
     assert (str(v6.gateway), v6.ifindex) == ("fe80::c70:aff:fefa:203", 7)
     assert (v4.onlink, v6.onlink) == (True, False)
     assert v4.vtep == v6.vtep == vxlan.Vtep("0e:70:0a:fa:02:03", ip_address("10.250.2.3"))
-    entries = vxlan.desired_entries(routes.values())
+    entries = entries_of([remote], VXLAN)
     assert entries.neighbours == {v4.gateway: v4.vtep.mac, v6.gateway: v4.vtep.mac}
     assert entries.fdb == {v4.vtep.mac: frozenset({ip_address("10.250.2.3")})}
 
@@ -105,7 +113,7 @@ def test_auto_routes_on_link_peers_directly_and_encapsulates_the_others():
     assert routes[ip_network("10.244.6.0/24")].vtep is not None
     assert routes[ip_network("fd00:10:244:6::/64")].ifindex == 7
     # only encapsulated peers need neighbour and FDB entries
-    assert set(vxlan.desired_entries(routes.values()).fdb) == {"0e:70:0a:fa:02:06"}
+    assert set(entries_of([near, far], AUTO).fdb) == {"0e:70:0a:fa:02:06"}
 
 
 @pytest.mark.parametrize(

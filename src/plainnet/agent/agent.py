@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from plainnet.agent import ROUTE_PROTOCOL, netlink
-from plainnet.agent.backends import NAMES, vxlan
+from plainnet.agent.backends import vxlan
 from plainnet.agent.kernel import KernelRoutes, enable_forwarding
 from plainnet.agent.metrics import AgentMetrics, serve_http
 from plainnet.agent.node_state import NodeState, read_node_state, write_node_state
 from plainnet.agent.peer_view import PeerView
 from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
 from plainnet.agent.routing import LocalNetwork, Routing, on_link_network
-from plainnet.backend_names import RECORD_TYPES
+from plainnet.backend_names import BACKENDS
 from plainnet.datastore.records import (
     Datastore,
     DatastoreError,
@@ -117,7 +117,6 @@ class Agent:
         self._device: vxlan.VxlanDeviceSpec | None = None  # the VXLAN device wanted
         self._overlay_state: vxlan.OverlayEntries | None = None  # the device's entries
         self._devices: Any = None  # a vxlan_device.DeviceWorker once a device is handled
-        self._device_check_due = False
         self._reported: set[tuple[str, str]] = set()
         self._view: PeerView | None = None
         #: Keys changed since the last pass; None: unknown, the next pass is a full one.
@@ -146,12 +145,11 @@ class Agent:
         config = await self.datastore.network_config()  # type: ignore[attr-defined]
         self.cluster_cidrs = list(config.cluster_cidrs)
         self.backend = config.backend
-        if self.backend not in NAMES:
+        if self.backend not in BACKENDS:
             raise PlainnetError(
                 f"backend {self.backend!r} is not supported by this agent "
-                f"(supported: {', '.join(NAMES)})"
+                f"(supported: {', '.join(BACKENDS)})"
             )
-        overlay = self.backend != "host-gw"
         local = self._local_networks()
         addresses = self.settings.node_addresses or _pick_node_addresses(local)
         uplink = on_link_network(addresses[0], local)
@@ -163,19 +161,19 @@ class Agent:
         previous = read_node_state(self.settings.run_dir)
         underlay = addresses[0]
         mac = vxlan.derived_mac(underlay)
+        base = self._routing_base = Routing(self.backend, config.vni, underlay.version)
         self.own = await self.datastore.claim(
             NodeClaim(
                 node=self.settings.node_name,
                 addresses=tuple(addresses),
-                backend=RECORD_TYPES[self.backend],
+                backend=base.record_type,
                 # What flanneld's vxlan backend publishes, so its nodes can reach ours.
-                backend_data={"VNI": config.vni, "VtepMAC": mac} if overlay else {},
+                backend_data={"VNI": config.vni, "VtepMAC": mac} if base.overlay else {},
                 previous_subnets=previous.subnets if previous else (),
             )
         )
-        self._routing_base = Routing(self.backend, config.vni, underlay.version)
         mtu = self.kernel.interface_mtu(uplink.ifindex)
-        if overlay:
+        if base.overlay:
             mtu = vxlan.device_mtu(mtu, underlay.version)
             self._device = vxlan.VxlanDeviceSpec(
                 name=vxlan.DEVICE_NAME,
@@ -349,13 +347,8 @@ class Agent:
                 asyncio.get_running_loop().call_later(
                     self.settings.retry_seconds, self.mark, "retry"
                 )
-        if not routing.overlay and self._routing is not None and self._device_check_due:
-            # Routes have moved off a VXLAN device an earlier backend left: remove it.
-            self._device_check_due = False
-            if self.kernel.link_index(vxlan.DEVICE_NAME) and self._device_call(
-                "remove_device", vxlan.DEVICE_NAME
-            ):
-                log.info("removed %s: this node now runs %s", vxlan.DEVICE_NAME, self.backend)
+        if not routing.overlay and fresh_kernel:
+            self._remove_leftover_device()
         self.passes += 1
         for trigger in triggers:
             self.metrics.reconciles.labels(trigger).inc()
@@ -382,11 +375,18 @@ class Agent:
             ifindex = 0
             if self._device is not None:
                 ifindex = self._device_call("ensure_device", self._device)
-            self._device_check_due = True
             current = replace(self._routing_base, overlay_ifindex=ifindex)
             previous = self._view.routing if self._view is not None else None
             self._routing = previous if previous == current else current
         return self._routing
+
+    def _remove_leftover_device(self) -> None:
+        """Remove a VXLAN device an earlier backend left, now that routes are off it (the
+        cheap lean-netlink lookup first: pyroute2 is loaded only if there is one)."""
+        if self.kernel.link_index(vxlan.DEVICE_NAME) and self._device_call(
+            "remove_device", vxlan.DEVICE_NAME
+        ):
+            log.info("removed %s: this node now runs %s", vxlan.DEVICE_NAME, self.backend)
 
     def _device_call(self, function: str, *args: Any) -> Any:
         """Run :mod:`plainnet.agent.vxlan_device`'s ``function`` on its pyroute2 thread

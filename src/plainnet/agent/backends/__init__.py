@@ -15,12 +15,8 @@ from collections.abc import Iterable
 from plainnet.agent.backends import hostgw, vxlan
 from plainnet.agent.reconcile import DesiredRoute
 from plainnet.agent.routing import LocalNetwork, Routing
-from plainnet.backend_names import BACKENDS
 from plainnet.datastore.records import PeerRecord
 from plainnet.ipam.types import IPNetwork
-
-#: The backends this agent runs (``auto`` is vxlan with direct routes where possible).
-NAMES = BACKENDS
 
 
 def desired_routes(

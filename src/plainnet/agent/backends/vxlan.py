@@ -66,7 +66,7 @@ def derived_mac(address: IPAddress) -> str:
     else:
         digest = hashlib.sha256(address.packed).digest()
         raw = bytes([(digest[0] & 0xFC) | 0x02]) + digest[1:6]
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")
 
 
 def vtep_address(subnet: IPNetwork) -> IPAddress:
@@ -106,9 +106,12 @@ def peer_vtep(peer: PeerRecord, routing: Routing) -> Vtep:
             f"it has no IPv{routing.underlay_version} node address, and this node's "
             f"VXLAN underlay is IPv{routing.underlay_version}",
         )
-    # flanneld publishes the VTEP of its IPv6-underlay device as BackendV6Data
-    data = peer.backend_data_v6 if routing.underlay_version == 6 else peer.backend_data
-    data = data or peer.backend_data or peer.backend_data_v6
+    # flanneld publishes the VTEP of its IPv6-underlay device as BackendV6Data; the
+    # other family's data is the fallback (a single-stack Flannel or plainnet node).
+    if routing.underlay_version == 6:
+        data = peer.backend_data_v6 or peer.backend_data
+    else:
+        data = peer.backend_data or peer.backend_data_v6
     vni = data.get("VNI")
     if vni is not None and vni != routing.vni:
         raise VtepError("backend", f"it uses VXLAN VNI {vni!r}, this node uses {routing.vni}")
@@ -139,19 +142,11 @@ def desired_routes(
 @dataclass
 class OverlayEntries:
     """The neighbour and FDB entries of the VXLAN device: what the kernel holds (read
-    back) or should hold (from the desired routes)."""
+    back) or should hold (kept by :class:`~plainnet.agent.peer_view.PeerView` from the
+    desired routes)."""
 
     neighbours: dict[IPAddress, str]  # VTEP address -> MAC
     fdb: dict[str, frozenset[IPAddress]]  # MAC -> underlay destination(s)
-
-
-def desired_entries(routes: Iterable[DesiredRoute]) -> OverlayEntries:
-    entries = OverlayEntries({}, {})
-    for route in routes:
-        if route.vtep is not None:
-            entries.neighbours[route.gateway] = route.vtep.mac
-            entries.fdb[route.vtep.mac] = frozenset((route.vtep.underlay,))
-    return entries
 
 
 @dataclass
