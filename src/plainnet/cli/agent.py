@@ -160,14 +160,14 @@ def agent(
                 "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
             )
         config = load_network_config({"cluster_cidrs": split_cidrs(cluster_cidrs)})
-        routing = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
+        chosen = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
         store: object = KubernetesDatastore(
             node_name,
             list(config.cluster_cidrs),
-            backend=routing.name,
+            backend=chosen.name,
             kubeconfig=kubeconfig,
-            vni=routing.vni,
-            port=routing.port,
+            vni=chosen.vni,
+            port=chosen.port,
         )
     else:
         from plainnet.datastore.etcd import EtcdDatastore
