@@ -16,7 +16,10 @@ Per N:
     moment the etcd write returns to the netlink notification, p50/p99 over 100 events;
 (c) CPU time of one idle periodic resync (process CPU over several resync periods
     with nothing changing, divided by their number);
-(d) the agent's resident memory with N routes installed.
+(d) the agent's resident memory with N routes installed;
+(e) what those idle resync passes cost the agent's event loop: the worst lateness of
+    its 250 ms timer (``plainnet_event_loop_lag_seconds``, read as the bucket bound)
+    while they ran — how long a datastore or netlink event could wait for the loop.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from plainnet.agent.backends.vxlan import DEVICE_NAME, derived_mac
 from plainnet.agent.netlink import RouteSocket
 from plainnet.lab import netns
 from plainnet.lab.builder import Lab
-from plainnet.lab.etcd_server import EtcdServer
 from plainnet.lab.topology import Host, Segment, Topology
+from plainnet.testing.etcd_server import EtcdServer
 
 HERE = Path(__file__).resolve().parent
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
@@ -172,7 +175,7 @@ def measure(count: int, events: int, backend: str) -> dict[str, float]:
                     "--resync",
                     str(RESYNC_SECONDS),
                     "--metrics",
-                    "off",
+                    "127.0.0.1:9158",
                 ],
                 stdout=AGENT_LOG.open("w"),
                 stderr=subprocess.STDOUT,
@@ -202,9 +205,11 @@ def measure(count: int, events: int, backend: str) -> dict[str, float]:
             delays = sorted(json.loads(probe.stdout))
             time.sleep(RESYNC_SECONDS)  # let the last changes settle
             cpu_before = cpu_seconds(agent.pid)
+            lag_before = loop_lag_buckets(lab)
             periods = 5
             time.sleep(RESYNC_SECONDS * periods)
             idle_cpu = (cpu_seconds(agent.pid) - cpu_before) / periods
+            lag_worst = worst_lag(lag_before, loop_lag_buckets(lab))
             memory = rss_mb(agent.pid)
             agent.terminate()
             agent.wait(timeout=30)
@@ -218,7 +223,34 @@ def measure(count: int, events: int, backend: str) -> dict[str, float]:
         "event_p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000,
         "resync_cpu_ms": idle_cpu * 1000,
         "rss_mb": memory,
+        "loop_lag_ms": lag_worst * 1000,
     }
+
+
+def loop_lag_buckets(lab: Lab) -> dict[float, float]:
+    """The agent's loop-lag histogram: bucket bound -> cumulative count."""
+    script = (
+        "import urllib.request;print(urllib.request.urlopen("
+        "'http://127.0.0.1:9158/metrics').read().decode())"
+    )
+    text = lab.run(
+        "node", [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("plainnet_event_loop_lag_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
+    return buckets
+
+
+def worst_lag(before: dict[float, float], after: dict[float, float]) -> float:
+    """The smallest bucket bound that holds every lateness observed in between."""
+    total = after[float("inf")] - before.get(float("inf"), 0)
+    for bound in sorted(after):
+        if after[bound] - before.get(bound, 0) >= total:
+            return bound
+    return float("inf")
 
 
 def main() -> None:
@@ -244,6 +276,7 @@ def main() -> None:
         "(b) event p99",
         "(c) idle resync CPU",
         "(d) RSS",
+        "(e) loop lag",
     ):
         table.add_column(column, justify="right")
     for r in results:
@@ -256,6 +289,7 @@ def main() -> None:
             f"{r['event_p99_ms']:.1f} ms",
             f"{r['resync_cpu_ms']:.0f} ms",
             f"{r['rss_mb']:.0f} MB",
+            f"≤ {r['loop_lag_ms']:.0f} ms",
         )
     Console(width=None if sys.stdout.isatty() else 150).print(table)
     print(json.dumps(results))

@@ -35,8 +35,8 @@ from plainnet.agent import ROUTE_PROTOCOL
 from plainnet.agent.netlink import RTM_NEWROUTE, RouteSocket, iter_messages, parse_route
 from plainnet.lab import netns
 from plainnet.lab.cluster import ClusterSpec, LabCluster
-from plainnet.lab.etcd_server import EtcdServer
-from plainnet.lab.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
+from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
 

@@ -1,12 +1,12 @@
 """Shared test set-up. The lab fixtures (``lab``, ``lab_factory``, ``lab_name``) come from
-plainnet's own pytest plugin, :mod:`plainnet.lab.pytest_plugin`."""
+plainnet's own pytest plugin, :mod:`plainnet.testing.pytest_plugin`."""
 
 pytest_plugins = ["pytester"]
 
 
 import pytest  # noqa: E402
 
-from plainnet.lab.etcd_server import EtcdServer  # noqa: E402
+from plainnet.testing.etcd_server import EtcdServer  # noqa: E402
 
 
 @pytest.fixture

@@ -6,15 +6,18 @@ its validators run once at the boundary, the rest of the code receives typed
 print the one line an operator needs — ``cluster CIDR 10.0.0.0/33: not a valid
 network`` — instead of a report. attrs + cattrs was the other candidate; it needs
 more code for the same error quality.
+
+A backend's own settings (the VXLAN VNI and port) are validated by the backend
+(:func:`plainnet.agent.backends.load_backend`): the agent reads them from etcd too, and
+a host-gw agent must not load pydantic (~9 MB resident on every node) for them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI
 from plainnet.errors import ConfigError
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.node_subnets import DEFAULT_NODE_PREFIX, parse_network, validate_split
@@ -97,21 +100,3 @@ def one_line(exc: ValidationError, model: type[BaseModel]) -> str:
     if isinstance(value, list | dict):
         return f"{label}: {reason}"
     return f"{label} {value}: {reason}"
-
-
-class BackendConfig(BaseModel):
-    """How nodes reach each other's pod subnets; every node of a cluster runs the same."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: Literal["host-gw", "vxlan", "auto"] = Field(default="host-gw", title="backend")
-    vni: int = Field(default=DEFAULT_VNI, ge=1, le=MAX_VNI, title="VXLAN VNI")
-    port: int = Field(default=DEFAULT_VXLAN_PORT, ge=1, le=65535, title="VXLAN UDP port")
-
-
-def load_backend_config(values: dict[str, Any]) -> BackendConfig:
-    """Validate ``values``; a bad one raises :class:`ConfigError` with one line."""
-    try:
-        return BackendConfig.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(one_line(exc, BackendConfig)) from None

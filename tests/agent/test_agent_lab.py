@@ -20,8 +20,8 @@ from tests.helpers.cluster_checks import (
     wait_until,
 )
 
-from plainnet.agent.node_state import read_node_state
 from plainnet.lab.reachability import probe_pods
+from plainnet.node_state import read_node_state
 
 pytestmark = pytest.mark.root
 
@@ -218,7 +218,12 @@ def test_a_burst_of_1000_leases_is_one_reconcile_pass(cluster_factory, lab_name)
 
 
 def test_health_metrics_and_cleanup(cluster_factory, lab_name):
-    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0)
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=1)
+
+    def masquerade_table() -> int:
+        listed = ["nft", "list", "table", "inet", "plainnet"]
+        return cluster.lab.run("node1", listed, capture_output=True).returncode
+
     script = (
         "import urllib.request;print(urllib.request.urlopen("
         "'http://127.0.0.1:9158/healthz').read().decode())"
@@ -231,10 +236,13 @@ def test_health_metrics_and_cleanup(cluster_factory, lab_name):
     cluster.lab.run(
         "node1", ["ip", "route", "add", "192.0.2.0/24", "via", "10.250.0.3"], check=True
     )
+    assert masquerade_table() == 0  # the pod's ADD installed it
     cluster.stop_agent("node1")
     cleaned = agent_cleanup(cluster, "node1")
     assert cleaned.returncode == 0, cleaned.stderr
     assert "removed 2 routes and 2 nexthops" in cleaned.stdout
+    assert "the nftables table inet plainnet" in cleaned.stdout
+    assert masquerade_table() != 0, "uninstall leaves no nftables table behind"
     for args in (
         ["route", "show", "proto", "158"],
         ["-6", "route", "show", "proto", "158"],
@@ -295,3 +303,44 @@ def test_a_node_with_a_flannel_lease_and_flannel_routes_interoperates(cluster_fa
         )
     probes = probe_pods(cluster.pods)
     assert probes and all(p.ok for p in probes)
+
+
+def test_deleting_a_nodes_own_record_puts_it_back(cluster_factory, lab_name):
+    """The agent used to die here (an AttributeError in the watch handler)."""
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1)
+    key = lease_key(cluster, "node2")
+    subnet = subnet_of(cluster, "node2")
+    etcd_tool(cluster, "delete", key)
+    wait_until(lambda: "putting it back" in cluster.agent_log("node2"), 10, what="restore")
+    wait_until(lambda: etcd_tool(cluster, "get", key).strip() != "", 10, what="record back")
+    assert cluster.agents["node2"].poll() is None, cluster.agent_log("node2")[-2000:]
+    for node in ("node1", "node3"):
+        wait_until(
+            lambda n=node: subnet in cluster.node_routes(n), 10, what=f"{node}'s route back"
+        )
+    assert metric(cluster, "node2", "plainnet_own_record_restores_total") == 1
+    assert all(p.ok for p in probe_pods(cluster.pods))
+
+
+def test_pod_churn_costs_no_reconcile_pass(cluster_factory, lab_name):
+    """Every pod's veth used to make the next pass re-read the whole kernel."""
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=1)
+    name = 'plainnet_reconciles_total{trigger="kernel"}'
+    before = metric(cluster, "node1", name)
+    for number in range(20):  # what pods coming and going do to the node's links
+        veth = f"pnchurn{number}"
+        cluster.lab.run(
+            "node1",
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p"],
+            check=True,
+        )
+        cluster.lab.run("node1", ["ip", "link", "set", veth, "master", "cbr0", "up"], check=True)
+    for number in range(20):
+        cluster.lab.run("node1", ["ip", "link", "del", f"pnchurn{number}"], check=True)
+    time.sleep(1)
+    assert metric(cluster, "node1", name) == before
+    # while the underlay still counts: a route of ours deleted by hand comes back
+    subnet = subnet_of(cluster, "node2")
+    cluster.lab.run("node1", ["ip", "route", "del", subnet], check=True)
+    wait_until(lambda: subnet in cluster.node_routes("node1"), 5, what="route back")
+    assert metric(cluster, "node1", name) > before

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,24 @@ def plainnet(*args: str, **kwargs) -> subprocess.CompletedProcess:
                 "--vxlan-vni",
                 "0",
             ],
-            "plainnet: VXLAN VNI 0: Input should be greater than or equal to 1",
+            "plainnet: VXLAN VNI 0: out of range (1 to 16777215)",
+        ),
+        (
+            ["agent", "--etcd-endpoint", "http://[::1", "--metrics", "off"],
+            "plainnet: etcd endpoint 'http://[::1': expected http://HOST:PORT (Invalid IPv6 URL)",
+        ),
+        (
+            ["agent", "--etcd-endpoint", "http://127.0.0.1:99999", "--metrics", "off"],
+            "plainnet: etcd endpoint 'http://127.0.0.1:99999': expected http://HOST:PORT (Port",
+        ),
+        (
+            ["etcd", "init", "--etcd-endpoint", "http://[::1", "--cluster-cidr", "10.0.0.0/8"],
+            "plainnet: etcd endpoint 'http://[::1': expected http://HOST:PORT",
+        ),
+        (
+            ["agent", "--etcd-endpoint", "https://127.0.0.1:2379"],
+            "plainnet: etcd endpoint 'https://127.0.0.1:2379': expected http://HOST:PORT "
+            "(scheme 'https' is not supported)",
         ),
         (
             ["agent", "--etcd-endpoint", "http://127.0.0.1:1", "--backend", "vxlan"],
@@ -51,6 +69,7 @@ def plainnet(*args: str, **kwargs) -> subprocess.CompletedProcess:
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, line):
+    """(The endpoint cases printed a 39-line traceback before.)"""
     result = plainnet(*args)
     assert result.returncode == 1
     assert result.stderr.startswith(line)
@@ -93,3 +112,36 @@ def test_lab_lifecycle_through_the_cli(lab_name):
     assert down.returncode == 0
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"pn-{lab_name}" not in listed
+
+
+def test_every_network_command_takes_comma_separated_cluster_cidrs():
+    """``ipam plan`` and ``etcd init`` refused what ``agent`` accepted."""
+    result = plainnet("ipam", "plan", "--cluster-cidr", "10.244.0.0/16,fd00::/48")
+    assert result.returncode == 0, result.stderr
+    assert "10.244.0.0/16" in result.stdout and "fd00::/48" in result.stdout
+
+
+@pytest.mark.root
+def test_sigterm_during_start_up_ends_the_agent_at_once():
+    """Waiting for an etcd that is not there, the agent still answers SIGTERM (before,
+    only SIGKILL ended it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs a network namespace of its own (unshare --net)")
+    agent = subprocess.Popen(
+        ["unshare", "--net", PLAINNET, "agent", "--etcd-endpoint", "http://127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.5)
+        assert agent.poll() is None, agent.stderr.read()
+        started = time.monotonic()
+        agent.terminate()  # unshare passes the signal on: it execs the agent
+        assert agent.wait(timeout=3) == 0
+        assert time.monotonic() - started < 3
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert "retrying" in agent.stderr.read()

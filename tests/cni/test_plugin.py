@@ -131,17 +131,29 @@ def test_check_reports_what_is_wrong(node):
     assert error["code"] == 100 and "no address is reserved" in error["msg"]
 
 
+def wait_for(predicate, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
 def test_status_version_and_error_codes(node):
     assert call(node, "node1", "STATUS", config()) == (0, None)
-    state = node.run_dir("node1") / "subnet.json"
-    state.rename(state.with_suffix(".away"))
+    # an agent restarted while etcd is away serves CNI, but has no subnet yet
+    node.stop_agent("node1")
+    node.stop_etcd()
+    node.start_agent("node1")
     try:
+        wait_for(lambda: call(node, "node1", "STATUS", config())[0] != 11, "the CNI server")
         code, error = call(node, "node1", "STATUS", config())
         assert code != 0 and error["code"] == 50
         _, path = new_netns(node, "d")
         assert call(node, "node1", "ADD", config(), "cd", path)[1]["code"] == 11
     finally:
-        state.with_suffix(".away").rename(state)
+        node.etcd.start()
+    wait_for(lambda: call(node, "node1", "STATUS", config()) == (0, None), "the claim")
     code, version = call(node, "node1", "VERSION", {})
     assert code == 0 and version["supportedVersions"] == ["1.0.0", "1.1.0"]
     assert call(node, "node1", "ADD", {"cniVersion": "0.3.1", "name": "x"})[1]["code"] == 1

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from plainnet.agent.node_state import read_node_state
+from plainnet.node_state import read_node_state
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNETS = "/coreos.com/network/subnets/"

@@ -3,8 +3,8 @@ etcd, with TLS, token auth and RBAC, shared by the tests of this folder."""
 
 import pytest
 
-from plainnet.lab.etcd_server import EtcdServer
-from plainnet.lab.kube_control_plane import KubeControlPlane
+from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.kube_control_plane import KubeControlPlane
 
 
 @pytest.fixture(scope="module")

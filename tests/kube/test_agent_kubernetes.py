@@ -7,8 +7,8 @@ import time
 import pytest
 
 from plainnet.agent.backends.vxlan import derived_mac
-from plainnet.agent.node_state import read_node_state
 from plainnet.lab.reachability import probe_pods
+from plainnet.node_state import read_node_state
 from tests.helpers.cluster_checks import fdb
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -106,3 +106,31 @@ def test_vxlan_across_segments_needs_no_write_access(cluster_factory, lab_name):
     assert status == 200 and not any(
         "flannel" in key or "plainnet" in key for key in node["metadata"].get("annotations", {})
     )
+
+
+def test_a_deleted_own_node_is_waited_for_not_fatal(kube_cluster):
+    """The agent cannot write Nodes: when its own is deleted it keeps running and
+    routing, waits for the kubelet to register the Node again, and follows its new
+    podCIDR (it used to die on the deletion)."""
+    agent = kube_cluster.agents["node3"]
+    status, _ = kube_cluster.kube.request("DELETE", "/api/v1/nodes/node3")
+    assert status == 200
+    wait_until(
+        lambda: "waiting for it to be registered again" in kube_cluster.agent_log("node3"),
+        10,
+        "the agent to notice",
+    )
+    time.sleep(1)
+    assert agent.poll() is None, kube_cluster.agent_log("node3")[-2000:]
+    assert len(kube_cluster.node_routes("node3")) == 2, "it keeps routing to its peers"
+    kube_cluster.kube.create_node(
+        "node3", [str(a) for a in kube_cluster.lab.host("node3").addresses()]
+    )
+    wait_until(
+        lambda: kube_cluster.agent_log("node3").count(" owns ") >= 2, 30, "the node's return"
+    )
+    status, node = kube_cluster.kube.request("GET", "/api/v1/nodes/node3")
+    new = node["spec"]["podCIDR"]
+    wait_until(lambda: subnet(kube_cluster, "node3") == new, 10, "subnet.json to follow")
+    wait_until(lambda: new in kube_cluster.node_routes("node1"), 20, "node1 to route to it")
+    assert agent.poll() is None

@@ -11,8 +11,8 @@ from ipaddress import ip_network
 
 import pytest
 
-from plainnet.lab.etcd_server import EtcdServer
-from plainnet.lab.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
+from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
 

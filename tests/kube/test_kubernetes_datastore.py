@@ -10,9 +10,15 @@ import yaml
 
 from plainnet.datastore.etcd import etcd_client
 from plainnet.datastore.kubernetes import KubernetesDatastore
-from plainnet.datastore.records import HistoryCompacted, InvalidRecord, NodeClaim, PeerRecord
-from plainnet.lab.etcd_server import EtcdServer
-from plainnet.lab.kube_control_plane import KubeControlPlane
+from plainnet.datastore.records import (
+    ClusterNetwork,
+    HistoryCompacted,
+    InvalidRecord,
+    NodeClaim,
+    PeerRecord,
+)
+from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.kube_control_plane import KubeControlPlane
 from tests.kube.test_rbac import apply
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -49,7 +55,8 @@ def create(kube, name, cidr=None, address="10.250.0.9"):
 
 
 def store(kube, name="node-x"):
-    return KubernetesDatastore(name, CIDRS, kubeconfig=kube.kubeconfig("agent"))
+    network = ClusterNetwork(tuple(CIDRS), "host-gw")
+    return KubernetesDatastore(name, network, "host-gw", kubeconfig=kube.kubeconfig("agent"))
 
 
 def test_nodes_become_peer_records(rbac):

@@ -6,11 +6,19 @@ from ipaddress import ip_address, ip_network
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.helpers.routing import context
 
-from plainnet.agent.backends import vxlan
+from plainnet.agent.kernel_model import LinkEntries
+from plainnet.agent.local_networks import LocalNetwork
 from plainnet.agent.peer_view import PeerView
-from plainnet.agent.reconcile import KernelState, apply_plan_to_state, plan_changes, plan_subset
-from plainnet.agent.routing import HOST_GW, LocalNetwork, Routing
+from plainnet.agent.plan import (
+    KernelState,
+    Plan,
+    apply_plan_to_state,
+    plan_changes,
+    plan_entries,
+    plan_subset,
+)
 from plainnet.datastore.records import InvalidRecord, PeerRecord
 
 CLUSTER = [ip_network("10.244.0.0/16")]
@@ -37,10 +45,11 @@ change = st.tuples(
 
 
 #: auto: peers on 10.250.0.0/24 are routed directly, 192.168.0.9 through the overlay.
-AUTO = Routing("auto", overlay_ifindex=9)
+AUTO = context("auto", LOCAL, ifindex=9)
+HOST_GW = context("host-gw", LOCAL)
 
 
-def make(key: str, spec, revision: int, routing: Routing):
+def make(key: str, spec, revision: int, routing):
     if spec is None:
         return None
     subnet, gateway, valid = spec
@@ -51,13 +60,13 @@ def make(key: str, spec, revision: int, routing: Routing):
         key,
         (ip_network(subnet),),
         (ip_address(gateway),),
-        routing.record_type,
+        routing.backend.record_type,
         claimed_at=revision,
     )
 
 
-def fresh(records, routing: Routing = HOST_GW):
-    view = PeerView(OWN, CLUSTER, LOCAL, routing)
+def fresh(records, routing=HOST_GW):
+    view = PeerView(OWN, CLUSTER, routing)
     view.rebuild(records)
     return view
 
@@ -69,7 +78,7 @@ def test_incremental_updates_equal_a_rebuild(routing, batches):
     records: dict = {}
     view = fresh(records, routing)
     kernel = KernelState()
-    entries_in_kernel = vxlan.OverlayEntries({}, {})
+    entries_in_kernel = LinkEntries()
     apply_plan_to_state(plan_changes(view.desired, kernel), kernel, set(), 158)
     revision = 0
     for batch in batches:
@@ -100,8 +109,9 @@ def test_incremental_updates_equal_a_rebuild(routing, batches):
         # the VXLAN entries too, and an incremental diff of them finds what a full one does
         assert view.entries == expected.entries
         if touched is not None:
-            full = vxlan.plan_entries(view.entries, entries_in_kernel)
-            partial = vxlan.plan_entries(view.entries, entries_in_kernel, view.touched_entries)
+            full, partial = Plan(), Plan()
+            plan_entries(full, view.entries, entries_in_kernel)
+            plan_entries(partial, view.entries, entries_in_kernel, view.touched_entries)
             assert sorted(map(str, full.set_neighbours + full.delete_neighbours)) == sorted(
                 map(str, partial.set_neighbours + partial.delete_neighbours)
             )
@@ -109,7 +119,10 @@ def test_incremental_updates_equal_a_rebuild(routing, batches):
                 sorted(partial.set_fdb),
                 sorted(partial.delete_fdb),
             )
-        vxlan.apply_entries(vxlan.plan_entries(view.entries, entries_in_kernel), entries_in_kernel)
+        entry_plan = Plan()
+        plan_entries(entry_plan, view.entries, entries_in_kernel)
+        entry_state = KernelState(entries=entries_in_kernel)
+        apply_plan_to_state(entry_plan, entry_state, set(), 158)
         assert entries_in_kernel == view.entries
         # and the kernel, as the plans left it, holds exactly the desired routes
         assert {d: kernel.nexthops[r.nexthop_id].gateway for d, r in kernel.routes.items()} == {

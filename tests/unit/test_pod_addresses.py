@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plainnet.ipam import AddressExhaustedError, MemoryPodAddressStore, PodAddressAllocator
+from plainnet.ipam import AddressExhaustedError, PodAddressAllocator
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.pod_addresses import next_free_address, pod_capacity, reserved_addresses
+from plainnet.testing.memory_store import MemoryPodAddressStore
 
 
 def allocator(subnet: str) -> PodAddressAllocator:

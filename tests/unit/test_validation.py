@@ -3,10 +3,10 @@
 from ipaddress import ip_address, ip_network
 
 import pytest
+from tests.helpers.routing import context, desired_routes
 
-from plainnet.agent.backends import hostgw
-from plainnet.agent.routing import HOST_GW
-from plainnet.agent.validation import LocalNetwork, validate_peers
+from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.validation import validate_peers
 from plainnet.datastore.records import InvalidRecord, PeerRecord
 
 CLUSTER = [ip_network("10.244.0.0/16"), ip_network("fd00:10::/48")]
@@ -14,6 +14,7 @@ LOCAL = [
     LocalNetwork(ip_network("10.250.0.0/24"), 2, "eth0", ip_address("10.250.0.1")),
     LocalNetwork(ip_network("fd00:250::/64"), 2, "eth0", ip_address("fd00:250::1")),
 ]
+HOST_GW = context("host-gw", LOCAL)
 OWN = PeerRecord(
     "own", "node1", (ip_network("10.244.1.0/24"),), (ip_address("10.250.0.1"),), "host-gw"
 )
@@ -32,7 +33,7 @@ def peer(key, subnets, addresses, backend="host-gw", claimed_at=10, node=None):
 
 def validate(*records):
     return validate_peers(
-        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, LOCAL, HOST_GW
+        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, HOST_GW
     )
 
 
@@ -40,7 +41,7 @@ def test_valid_peers_become_routes():
     good = peer("n2", ["10.244.2.0/24", "fd00:10:0:2::/64"], ["10.250.0.2", "fd00:250::2"])
     result = validate(good)
     assert result.accepted == [good] and result.refusals == []
-    routes = hostgw.desired_routes(result.accepted, LOCAL)
+    routes = desired_routes(result.accepted, HOST_GW)
     assert {str(d): str(r.gateway) for d, r in routes.items()} == {
         "10.244.2.0/24": "10.250.0.2",
         "fd00:10:0:2::/64": "fd00:250::2",
@@ -76,7 +77,7 @@ def test_each_refusal(record, reason, words):
 def test_subnet_overlapping_a_local_network_is_refused():
     cluster = [ip_network("10.0.0.0/8")]
     hostile = peer("h", ["10.250.0.0/24"], ["10.250.0.2"])
-    result = validate_peers({"h": hostile}, OWN, cluster, LOCAL, HOST_GW)
+    result = validate_peers({"h": hostile}, OWN, cluster, HOST_GW)
     assert [r.reason for r in result.refusals] == ["local-network"]
 
 
@@ -104,5 +105,5 @@ def test_overlap_resolution_scales():
         for i in range(2, 20_000)
     ]
     cluster = [ip_network("10.244.0.0/16")]
-    result = validate_peers({r.key: r for r in records}, OWN, cluster, LOCAL, HOST_GW)
+    result = validate_peers({r.key: r for r in records}, OWN, cluster, HOST_GW)
     assert len(result.accepted) == len(records) - 256  # the /32s inside own 10.244.1.0/24

@@ -4,10 +4,14 @@ import json
 from ipaddress import ip_address, ip_network
 
 import pytest
+from tests.helpers.routing import context, desired_routes, is_overlay
 
-from plainnet.agent.backends import desired_routes, vxlan
+from plainnet.agent.backends import vxlan
+from plainnet.agent.backends.base import NodeIdentity
+from plainnet.agent.kernel_model import LinkEntries
+from plainnet.agent.local_networks import LocalNetwork
 from plainnet.agent.peer_view import PeerView
-from plainnet.agent.routing import LocalNetwork, Routing
+from plainnet.agent.plan import Plan, plan_entries
 from plainnet.agent.validation import validate_peers
 from plainnet.datastore import flannel_format as fmt
 from plainnet.datastore.records import PeerRecord
@@ -17,8 +21,8 @@ LOCAL = [
     LocalNetwork(ip_network("10.250.1.0/24"), 2, "eth0", ip_address("10.250.1.2")),
     LocalNetwork(ip_network("fd00:250:1::/64"), 2, "eth0", ip_address("fd00:250:1::2")),
 ]
-VXLAN = Routing("vxlan", vni=1, underlay_version=4, overlay_ifindex=7)
-AUTO = Routing("auto", vni=1, underlay_version=4, overlay_ifindex=7)
+VXLAN = context("vxlan", LOCAL)
+AUTO = context("auto", LOCAL)
 OWN = PeerRecord(
     "own", "node1", (ip_network("10.244.1.0/24"),), (ip_address("10.250.1.2"),), "vxlan"
 )
@@ -39,7 +43,7 @@ def peer(key, address, address6=None, index=2, backend_data=None, backend="vxlan
 
 def entries_of(peers, routing):
     """The VXLAN entries the agent's peer view wants for ``peers``."""
-    view = PeerView(OWN, CLUSTER, LOCAL, routing)
+    view = PeerView(OWN, CLUSTER, routing)
     view.rebuild({p.key: p for p in peers})
     return view.entries
 
@@ -53,30 +57,34 @@ def test_derived_mac_is_locally_administered_unicast_and_readable_for_ipv4():
     assert mac6 != vxlan.derived_mac(ip_address("fd00:250:1::3"))
 
 
+def fdb_of(peers, ctx):
+    """MAC -> underlay destinations the peer view wants."""
+    return {mac: dst for (_, mac), dst in entries_of(peers, ctx).fdb.items()}
+
+
 def test_vxlan_routes_every_pod_subnet_through_the_peers_vtep():
     remote = peer("n3", "10.250.2.3", index=3)
-    routes = desired_routes([remote], LOCAL, VXLAN)
+    routes = desired_routes([remote], VXLAN)
     v4, v6 = routes[ip_network("10.244.3.0/24")], routes[ip_network("fd00:10:244:3::/64")]
     assert (str(v4.gateway), v4.ifindex) == ("10.244.3.0", 7)
     # IPv6 pods over the IPv4 underlay, via the peer device's EUI-64 link-local address
     assert (str(v6.gateway), v6.ifindex) == ("fe80::c70:aff:fefa:203", 7)
     assert (v4.onlink, v6.onlink) == (True, False)
-    assert v4.vtep == v6.vtep == vxlan.Vtep("0e:70:0a:fa:02:03", ip_address("10.250.2.3"))
+    mac = "0e:70:0a:fa:02:03"
     entries = entries_of([remote], VXLAN)
-    assert entries.neighbours == {v4.gateway: v4.vtep.mac, v6.gateway: v4.vtep.mac}
-    assert entries.fdb == {v4.vtep.mac: frozenset({ip_address("10.250.2.3")})}
+    assert entries.neighbours == {(7, v4.gateway): mac, (7, v6.gateway): mac}
+    assert entries.fdb == {(7, mac): frozenset({ip_address("10.250.2.3")})}
 
 
 def test_a_flannel_nodes_published_mac_is_used():
     flannel = peer(
         "n4", "10.250.2.4", index=4, backend_data={"VNI": 1, "VtepMAC": "AA:bb:cc:dd:ee:04"}
     )
-    routes = desired_routes([flannel], LOCAL, VXLAN)
-    assert {r.vtep.mac for r in routes.values()} == {"aa:bb:cc:dd:ee:04"}
+    assert set(fdb_of([flannel], VXLAN)) == {"aa:bb:cc:dd:ee:04"}
 
 
 def test_an_ipv6_underlay_uses_flannels_backend_v6_data():
-    v6 = Routing("vxlan", underlay_version=6, overlay_ifindex=7)
+    v6 = context("vxlan", LOCAL, underlay=6)
     # a dual-stack flanneld node: one VTEP per underlay family
     value = json.dumps(
         {
@@ -88,32 +96,33 @@ def test_an_ipv6_underlay_uses_flannels_backend_v6_data():
         }
     )
     record = fmt.parse_lease("k", "10.244.4.0-24&fd00:10:244:4::-64", value.encode(), 1)
-    assert {r.vtep for r in desired_routes([record], LOCAL, v6).values()} == {
-        vxlan.Vtep("aa:00:00:00:06:04", ip_address("fd00:250:2::4"))
-    }
-    assert {r.vtep.mac for r in desired_routes([record], LOCAL, VXLAN).values()} == {
-        "aa:00:00:00:00:04"
-    }
-    # and a plainnet node with an IPv6 underlay publishes where flanneld looks
+    assert fdb_of([record], v6) == {"aa:00:00:00:06:04": {ip_address("fd00:250:2::4")}}
+    assert set(fdb_of([record], VXLAN)) == {"aa:00:00:00:00:04"}
+
+
+def test_a_node_with_an_ipv6_underlay_publishes_where_flanneld_looks():
+    backend = vxlan.VxlanBackend()
+    uplink = LOCAL[1]
+    node = NodeIdentity("n", (ip_address("fd00:250:1::2"),), uplink, 1500)
+    published = backend.published_data(node)
     lease = json.loads(
-        fmt.lease_value(
-            "n", (ip_address("fd00:250:1::2"),), "vxlan", {"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}
-        )
+        fmt.lease_value("n", node.addresses, "vxlan", published.v4, published.v6)
     )
-    assert "BackendData" not in lease and lease["BackendV6Data"]["VtepMAC"] == "0e:00:00:00:00:01"
+    assert "BackendData" not in lease
+    assert lease["BackendV6Data"]["VtepMAC"] == vxlan.derived_mac(node.addresses[0])
 
 
 def test_auto_routes_on_link_peers_directly_and_encapsulates_the_others():
     near = peer("near", "10.250.1.5", "fd00:250:1::5", index=5)
     far = peer("far", "10.250.2.6", "fd00:250:2::6", index=6)
-    routes = desired_routes([near, far], LOCAL, AUTO)
+    routes = desired_routes([near, far], AUTO)
     direct = routes[ip_network("10.244.5.0/24")]
-    assert (str(direct.gateway), direct.ifindex, direct.vtep) == ("10.250.1.5", 2, None)
-    assert routes[ip_network("fd00:10:244:5::/64")].vtep is None
-    assert routes[ip_network("10.244.6.0/24")].vtep is not None
+    assert (str(direct.gateway), direct.ifindex, direct.onlink) == ("10.250.1.5", 2, False)
+    assert not is_overlay(routes[ip_network("fd00:10:244:5::/64")], AUTO)
+    assert is_overlay(routes[ip_network("10.244.6.0/24")], AUTO)
     assert routes[ip_network("fd00:10:244:6::/64")].ifindex == 7
     # only encapsulated peers need neighbour and FDB entries
-    assert set(entries_of([near, far], AUTO).fdb) == {"0e:70:0a:fa:02:06"}
+    assert set(fdb_of([near, far], AUTO)) == {"0e:70:0a:fa:02:06"}
 
 
 @pytest.mark.parametrize(
@@ -130,21 +139,27 @@ def test_auto_routes_on_link_peers_directly_and_encapsulates_the_others():
     ],
 )
 def test_vxlan_refusals(record, reason, words):
-    result = validate_peers({record.key: record, "own": OWN}, OWN, CLUSTER, LOCAL, VXLAN)
+    result = validate_peers({record.key: record, "own": OWN}, OWN, CLUSTER, VXLAN)
     [refusal] = result.refusals
     assert (refusal.reason, words in refusal.detail) == (reason, True), refusal.detail
 
 
 def test_off_link_peers_are_accepted_by_vxlan():
     far = peer("far", "10.250.2.6", index=6)
-    assert validate_peers({"far": far}, OWN, CLUSTER, LOCAL, VXLAN).accepted == [far]
+    assert validate_peers({"far": far}, OWN, CLUSTER, VXLAN).accepted == [far]
 
 
 def entries(neighbours=None, fdb=None):
-    return vxlan.OverlayEntries(
-        {ip_address(a): m for a, m in (neighbours or {}).items()},
-        {m: frozenset(ip_address(d) for d in ds) for m, ds in (fdb or {}).items()},
+    return LinkEntries(
+        {(7, ip_address(a)): m for a, m in (neighbours or {}).items()},
+        {(7, m): frozenset(ip_address(d) for d in ds) for m, ds in (fdb or {}).items()},
     )
+
+
+def plan_of(desired, kernel):
+    plan = Plan()
+    plan_entries(plan, desired, kernel)
+    return plan
 
 
 def test_plan_sets_missing_fixes_changed_and_deletes_stale_entries():
@@ -159,16 +174,16 @@ def test_plan_sets_missing_fixes_changed_and_deletes_stale_entries():
             "0e:00:00:00:00:09": ["10.250.1.9"],
         },
     )
-    plan = vxlan.plan_entries(desired, kernel)
-    assert sorted(str(a) for a, _ in plan.set_neighbours) == ["10.244.2.0", "10.244.3.0"]
-    assert plan.reset_fdb == ["0e:00:00:00:00:03"]
-    assert sorted((m, str(d)) for m, d in plan.set_fdb) == [
+    plan = plan_of(desired, kernel)
+    assert sorted(str(a) for (_, a), _ in plan.set_neighbours) == ["10.244.2.0", "10.244.3.0"]
+    assert plan.reset_fdb == [(7, "0e:00:00:00:00:03")]
+    assert sorted((m, str(d)) for (_, m), d in plan.set_fdb) == [
         ("0e:00:00:00:00:02", "10.250.1.2"),
         ("0e:00:00:00:00:03", "10.250.2.3"),
     ]
-    assert plan.delete_fdb == ["0e:00:00:00:00:09"]
-    assert [str(a) for a in plan.delete_neighbours] == ["10.244.9.0"]
-    assert not vxlan.plan_entries(desired, desired)
+    assert plan.delete_fdb == [(7, "0e:00:00:00:00:09")]
+    assert [str(a) for _, a in plan.delete_neighbours] == ["10.244.9.0"]
+    assert not plan_of(desired, desired)
 
 
 def test_mtu_leaves_room_for_the_encapsulation():
@@ -178,8 +193,10 @@ def test_mtu_leaves_room_for_the_encapsulation():
 
 @pytest.mark.parametrize("backend", ["vxlan", "auto"])
 def test_flannel_config_carries_vxlan_settings(backend):
-    text = fmt.render_config([ip_network("10.244.0.0/16")], {4: 24}, backend, vni=42, port=4789)
+    text = fmt.render_config(
+        [ip_network("10.244.0.0/16")], {4: 24}, backend, {"vni": 42, "port": 4789}
+    )
     config = fmt.parse_config(text)
-    assert (config.backend, config.vni, config.port) == (backend, 42, 4789)
+    assert (config.backend, config.backend_options) == (backend, {"vni": 42, "port": 4789})
     # flanneld reads the same document: vxlan, with DirectRouting for auto
     assert '"Type": "vxlan"' in text and ('"DirectRouting": true' in text) == (backend == "auto")

@@ -1,11 +1,25 @@
-"""The node agent: converge this node's kernel routes to what the peer records say.
+"""The node agent: converge this node's kernel state to what the peer records say.
 
-- :mod:`~plainnet.agent.validation` (pure): which peer records may be acted on.
-- :mod:`~plainnet.agent.backends` (pure): desired kernel state per backend (host-gw).
-- :mod:`~plainnet.agent.reconcile` (pure): the difference between desired and kernel.
-- :mod:`~plainnet.agent.kernel` and :mod:`~plainnet.agent.netlink`: reading and
-  changing the kernel.
-- :mod:`~plainnet.agent.agent`: the asyncio loop tying datastore, kernel and metrics.
+Pure decisions:
+
+- :mod:`~plainnet.agent.validation`: which peer records may be acted on.
+- :mod:`~plainnet.agent.backends`: one folder per routing mechanism behind one
+  interface — record type and data, peer checks, the kernel state a peer needs,
+  devices, pod MTU.
+- :mod:`~plainnet.agent.peer_view`: all records validated, the desired state kept up to
+  date cheaply.
+- :mod:`~plainnet.agent.kernel_model` and :mod:`~plainnet.agent.plan`: the kernel state
+  as values, and the one plan from desired to held.
+
+The loop, split by concern:
+
+- :mod:`~plainnet.agent.startup`: settings and datastore in, this node's context out.
+- :mod:`~plainnet.agent.observation`: list and watch the records.
+- :mod:`~plainnet.agent.reconciler`: one pass at a time; owns the kernel snapshot.
+- :mod:`~plainnet.agent.reactor`: signals, tasks, retries, shutdown.
+
+Effects: :mod:`~plainnet.agent.kernel` and :mod:`~plainnet.agent.netlink` (reading and
+changing the kernel), :mod:`~plainnet.agent.metrics` (Prometheus, ``/healthz``).
 """
 
 #: The route protocol number plainnet marks its routes and nexthops with

@@ -1,9 +1,10 @@
 """The agent's kernel adapter: read and change plainnet's routes, read local networks.
 
-Routes, nexthops and the VXLAN device's neighbour and FDB entries go through the lean
-batched path in :mod:`plainnet.agent.netlink`; addresses and MTUs are read through the
-same socket (pyroute2's synchronous API cannot run inside the agent's asyncio loop).
-The VXLAN device itself is managed in :mod:`plainnet.agent.vxlan_device`.
+Routes, nexthops and the backend devices' neighbour and FDB entries go through the
+lean batched path in :mod:`plainnet.agent.netlink`; addresses and MTUs are read through
+the same socket. Backend devices themselves are each backend's business
+(:meth:`~plainnet.agent.backends.base.Backend.prepare`). Not thread-safe: the
+reconciler uses one instance from its one kernel thread.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from ipaddress import ip_interface, ip_network
+from collections.abc import Collection, Iterable
+from ipaddress import ip_interface
 from pathlib import Path
 
 from plainnet.agent import netlink
-from plainnet.agent.backends.vxlan import DEVICE_NAME, OverlayEntries, OverlayPlan
-from plainnet.agent.netlink import NetlinkRequestError, RouteSocket
-from plainnet.agent.reconcile import KernelState, Plan
-from plainnet.agent.routing import LocalNetwork
-from plainnet.ipam.types import IPNetwork
+from plainnet.agent.kernel_model import KernelRefusal, LinkEntries
+from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.netlink import Request, RouteSocket
+from plainnet.agent.plan import KernelState, Plan
 
 log = logging.getLogger("plainnet.agent.kernel")
 
@@ -49,97 +50,53 @@ class KernelRoutes:
             state.next_id_hint = max(state.nexthops) + 1
         return state
 
-    def read_overlay(self, ifindex: int) -> OverlayEntries:
-        """The permanent neighbour and FDB entries of the VXLAN device ``ifindex``."""
-        return OverlayEntries(self.sock.neighbours(ifindex), self.sock.fdb(ifindex))
+    def read_entries(self, devices: Iterable[int]) -> LinkEntries:
+        """The permanent neighbour and FDB entries of ``devices``."""
+        entries = LinkEntries()
+        for ifindex in devices:
+            for address, mac in self.sock.neighbours(ifindex).items():
+                entries.neighbours[(ifindex, address)] = mac
+            for mac, destinations in self.sock.fdb(ifindex).items():
+                entries.fdb[(ifindex, mac)] = destinations
+        return entries
 
-    def apply(
-        self, plan: Plan, overlay: OverlayPlan | None = None, overlay_ifindex: int = 0
-    ) -> tuple[dict[IPNetwork, NetlinkRequestError], int]:
-        """Carry ``plan`` (and ``overlay``, on device ``overlay_ifindex``) out, in one
-        ordered stream of batches: neighbour and FDB entries first, then nexthops and
-        routes, stale entries last. Returns the routes the kernel refused, by
-        destination, and the number of refused requests in all; refusals are logged and
-        left for the next pass."""
+    def apply(self, plan: Plan) -> list[KernelRefusal]:
+        """Carry ``plan`` out in one ordered stream of batches (the order of its fields);
+        returns what the kernel refused, for the caller to count, log and retry."""
         nl = netlink
-        requests: list[tuple[int, int, bytes, str]] = []
         create = nl.NLM_F_CREATE | nl.NLM_F_REPLACE
-        if overlay is not None:
-            for address, mac in overlay.set_neighbours:
-                requests.append(
-                    (
-                        nl.RTM_NEWNEIGH,
-                        create,
-                        nl.neighbour_body(overlay_ifindex, address, mac),
-                        f"neighbour {address} lladdr {mac}",
-                    )
-                )
-            for mac in overlay.reset_fdb:
-                body = nl.fdb_body(overlay_ifindex, mac)
-                requests.append((nl.RTM_DELNEIGH, 0, body, f"fdb {mac}"))
-            for mac, destination in overlay.set_fdb:
-                body = nl.fdb_body(overlay_ifindex, mac, destination)
-                requests.append((nl.RTM_NEWNEIGH, create, body, f"fdb {mac} dst {destination}"))
+        requests: list[Request] = []
+        add = requests.append
+        for (ifindex, address), mac in plan.set_neighbours:
+            body = nl.neighbour_body(ifindex, address, mac)
+            add((nl.RTM_NEWNEIGH, create, body, "neighbour", (ifindex, address)))
+        for ifindex, mac in plan.reset_fdb:
+            add((nl.RTM_DELNEIGH, 0, nl.fdb_body(ifindex, mac), "fdb", (ifindex, mac)))
+        for (ifindex, mac), destination in plan.set_fdb:
+            body = nl.fdb_body(ifindex, mac, destination)
+            add((nl.RTM_NEWNEIGH, create, body, "fdb", (ifindex, mac)))
         for nexthop_id, gateway, ifindex, onlink in plan.create_nexthops:
-            requests.append(
-                (
-                    nl.RTM_NEWNEXTHOP,
-                    create,
-                    nl.nexthop_body(nexthop_id, gateway, ifindex, self.protocol, onlink=onlink),
-                    f"nexthop {nexthop_id} via {gateway}",
-                )
-            )
+            body = nl.nexthop_body(nexthop_id, gateway, ifindex, self.protocol, onlink=onlink)
+            add((nl.RTM_NEWNEXTHOP, create, body, "nexthop", nexthop_id))
         for destination, nexthop_id, _ in plan.add_routes:
             # EXCL: never replace a route somebody else owns for the same prefix.
-            requests.append(
-                (
-                    nl.RTM_NEWROUTE,
-                    nl.NLM_F_CREATE | nl.NLM_F_EXCL,
-                    nl.route_body(destination, self.protocol, nexthop_id),
-                    f"route {destination}",
-                )
-            )
+            body = nl.route_body(destination, self.protocol, nexthop_id)
+            add((nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, "route", destination))
         for destination, nexthop_id, _ in plan.replace_routes:
-            requests.append(
-                (
-                    nl.RTM_NEWROUTE,
-                    nl.NLM_F_REPLACE,
-                    nl.route_body(destination, self.protocol, nexthop_id),
-                    f"route {destination}",
-                )
-            )
+            body = nl.route_body(destination, self.protocol, nexthop_id)
+            add((nl.RTM_NEWROUTE, nl.NLM_F_REPLACE, body, "route", destination))
         for route in plan.delete_routes:
-            requests.append(
-                (
-                    nl.RTM_DELROUTE,
-                    0,
-                    nl.route_delete_body(route, self.protocol),
-                    f"route {route.destination}",
-                )
-            )
+            body = nl.route_delete_body(route, self.protocol)
+            add((nl.RTM_DELROUTE, 0, body, "route", route.destination))
         for nexthop_id in plan.delete_nexthops:
-            requests.append(
-                (
-                    nl.RTM_DELNEXTHOP,
-                    0,
-                    nl.nexthop_body(nexthop_id, None, None, 0, family=socket.AF_UNSPEC),
-                    f"nexthop {nexthop_id}",
-                )
-            )
-        if overlay is not None:
-            for mac in overlay.delete_fdb:
-                body = nl.fdb_body(overlay_ifindex, mac)
-                requests.append((nl.RTM_DELNEIGH, 0, body, f"fdb {mac}"))
-            for address in overlay.delete_neighbours:
-                body = nl.neighbour_body(overlay_ifindex, address)
-                requests.append((nl.RTM_DELNEIGH, 0, body, f"neighbour {address}"))
-        failures = self.sock.apply(requests, ignore=frozenset({errno.ESRCH, errno.ENOENT}))
-        refused: dict[IPNetwork, NetlinkRequestError] = {}
-        for failure in failures:
-            log.warning("kernel refused %s", failure.strerror)
-            if failure.what.startswith("route "):
-                refused[ip_network(failure.what.removeprefix("route "))] = failure
-        return refused, len(failures)
+            body = nl.nexthop_body(nexthop_id, None, None, 0, family=socket.AF_UNSPEC)
+            add((nl.RTM_DELNEXTHOP, 0, body, "nexthop", nexthop_id))
+        for ifindex, mac in plan.delete_fdb:
+            add((nl.RTM_DELNEIGH, 0, nl.fdb_body(ifindex, mac), "fdb", (ifindex, mac)))
+        for ifindex, address in plan.delete_neighbours:
+            body = nl.neighbour_body(ifindex, address)
+            add((nl.RTM_DELNEIGH, 0, body, "neighbour", (ifindex, address)))
+        return self.sock.apply(requests, ignore=frozenset({errno.ESRCH, errno.ENOENT}))
 
     def remove_all(self) -> tuple[int, int]:
         """Delete every plainnet route and nexthop; returns how many of each."""
@@ -150,9 +107,10 @@ class KernelRoutes:
         self.apply(plan)
         return len(plan.delete_routes), len(plan.delete_nexthops)
 
-    def local_networks(self) -> list[LocalNetwork]:
+    def local_networks(self, own_devices: Collection[str] = ()) -> list[LocalNetwork]:
         """The networks this node's interfaces are on (global scope, not loopback). The
-        VXLAN device's VTEP addresses are plainnet's own, not a network of the node."""
+        addresses of ``own_devices`` (backend devices: VTEP addresses) are plainnet's
+        own, not networks of the node."""
         names = self.sock.links()
         found = []
         for entry in self.sock.addresses():
@@ -160,10 +118,15 @@ class KernelRoutes:
                 continue
             interface = ip_interface(f"{entry.address}/{entry.prefixlen}")
             name = names.get(entry.ifindex, ("?", 0))[0]
-            if name == DEVICE_NAME:
+            if name in own_devices:
                 continue
             found.append(LocalNetwork(interface.network, entry.ifindex, name, interface.ip))
         return found
+
+    def event_socket(self) -> socket.socket:
+        """Kernel notifications of this namespace (links, addresses, routes, nexthops,
+        neighbours), non-blocking; the reactor filters them."""
+        return netlink.subscribe_events(neighbours=True)
 
     def link_index(self, name: str) -> int | None:
         return next((i for i, (n, _) in self.sock.links().items() if n == name), None)
@@ -171,11 +134,21 @@ class KernelRoutes:
     def interface_mtu(self, ifindex: int) -> int:
         return self.sock.links()[ifindex][1]
 
-
-def enable_forwarding() -> None:
-    """Turn on IPv4 and IPv6 forwarding in this namespace: a node routes for its pods."""
-    for key in FORWARDING_SYSCTLS:
-        path = Path("/proc/sys", key)
-        if path.read_text().strip() != "1":
-            path.write_text("1")
-            log.info("enabled %s", key.replace("/", "."))
+    def enable_forwarding(self) -> list[str]:
+        """Turn on IPv4 and IPv6 forwarding in this namespace (a node routes for its
+        pods); returns what could not be turned on, as sentences — never raises: a
+        read-only /proc/sys (an unprivileged container) is reported, not fatal."""
+        problems = []
+        for key in FORWARDING_SYSCTLS:
+            path = Path("/proc/sys", key)
+            name = key.replace("/", ".")
+            try:
+                if path.read_text().strip() != "1":
+                    path.write_text("1")
+                    log.info("enabled %s", name)
+            except OSError as exc:
+                problems.append(
+                    f"{name} is off and cannot be turned on ({exc.strerror}): pods on "
+                    f"this node cannot reach other nodes; run `sysctl -w {name}=1`"
+                )
+        return problems

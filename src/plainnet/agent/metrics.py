@@ -28,9 +28,9 @@ class AgentMetrics:
         self.route_changes = Counter(
             "plainnet_route_changes", "Route changes made", ["operation"], registry=r
         )
-        self.overlay_changes = Counter(
-            "plainnet_vxlan_entry_changes",
-            "VXLAN neighbour and FDB entries set or deleted",
+        self.entry_changes = Counter(
+            "plainnet_link_entry_changes",
+            "Permanent neighbour and FDB entries (vxlan, auto) set or deleted",
             ["kind", "operation"],
             registry=r,
         )
@@ -51,6 +51,23 @@ class AgentMetrics:
         )
         self.kernel_errors = Counter(
             "plainnet_kernel_errors", "Kernel requests refused", registry=r
+        )
+        self.lease_renewals = Counter(
+            "plainnet_lease_renewals",
+            "Renewals of this node's lease, by result (ok, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.own_record_restores = Counter(
+            "plainnet_own_record_restores",
+            "Times this node's own record was found missing and put back",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "plainnet_event_loop_lag_seconds",
+            "How late the agent's event loop ran a timer: what blocking work cost events",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
         )
 
     def render(self) -> bytes:

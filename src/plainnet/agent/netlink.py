@@ -30,6 +30,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
+from plainnet.agent.kernel_model import (
+    InterfaceAddress,
+    KernelNexthop,
+    KernelRefusal,
+    KernelRoute,
+    RequestKind,
+)
 from plainnet.ipam.types import IPAddress, IPNetwork
 
 # netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/nexthop.h)
@@ -77,39 +84,16 @@ RECV_SIZE = 256 * 1024
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
+#: One request of a batch: (message type, flags, body, what it is about, its subject).
+Request = tuple[int, int, bytes, RequestKind, object]
+
+
 class NetlinkRequestError(OSError):
     """The kernel refused one request of a batch."""
 
     def __init__(self, code: int, what: str) -> None:
         super().__init__(code, f"{what}: {os.strerror(code)}")
         self.what = what
-
-
-@dataclass(frozen=True)
-class KernelRoute:
-    """A route as plainnet reads it back (main table, plainnet's protocol)."""
-
-    destination: IPNetwork
-    nexthop_id: int | None
-    gateway: IPAddress | None
-    oif: int | None
-
-
-@dataclass(frozen=True)
-class InterfaceAddress:
-    ifindex: int
-    address: IPAddress
-    prefixlen: int
-    scope: int
-
-
-@dataclass(frozen=True)
-class KernelNexthop:
-    id: int
-    gateway: IPAddress | None
-    oif: int | None
-    protocol: int
-    onlink: bool = False
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -472,17 +456,17 @@ class RouteSocket:
                 yield destination, _mac(lladdr)
 
     def apply(
-        self, requests: Sequence[tuple[int, int, bytes, str]], ignore: frozenset[int] = frozenset()
-    ) -> list[NetlinkRequestError]:
-        """Send ``(type, flags, body, description)`` requests in batches; return the
-        failures (errno not in ``ignore``) in request order. Never raises for one."""
-        failures: list[NetlinkRequestError] = []
+        self, requests: Sequence[Request], ignore: frozenset[int] = frozenset()
+    ) -> list[KernelRefusal]:
+        """Send requests in batches; return the refusals (errno not in ``ignore``) in
+        request order. Never raises for one."""
+        failures: list[KernelRefusal] = []
         for start in range(0, len(requests), BATCH):
             chunk = requests[start : start + BATCH]
             first_seq = self._seq + 1
             buffer = b"".join(
                 _message(kind, flags | NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), body)
-                for kind, flags, body, _ in chunk
+                for kind, flags, body, _, _ in chunk
             )
             self.sock.send(buffer)
             pending = len(chunk)
@@ -494,8 +478,8 @@ class RouteSocket:
                     pending -= 1
                     code = -NLMSGERR.unpack_from(body)[0]
                     if code and code not in ignore:
-                        what = chunk[(seq - first_seq) & 0xFFFFFFFF][3]
-                        failures.append(NetlinkRequestError(code, what))
+                        request = chunk[(seq - first_seq) & 0xFFFFFFFF]
+                        failures.append(KernelRefusal(request[3], request[4], code))
         return failures
 
 
@@ -521,34 +505,58 @@ def subscribe_events(neighbours: bool = False) -> socket.socket:
     return sock
 
 
-def event_needs_reconcile(data: bytes, protocol: int, overlay_ifindex: int = 0) -> bool:
+@dataclass(frozen=True)
+class EventFilter:
+    """Which kernel notifications can change what the agent must do.
+
+    ``links``: the interfaces whose state the routing decisions rest on (those holding
+    this node's networks, and the backend's own devices); ``cluster``: the pod address
+    space, where another program's route could shadow or collide with a pod subnet.
+    Everything else — each pod's veth appearing, its link-local address and route, a
+    bridge port going up — is pod churn and costs no pass."""
+
+    links: frozenset[int] = frozenset()
+    cluster: tuple[IPNetwork, ...] = ()
+    entry_devices: frozenset[int] = frozenset()
+
+
+def event_needs_reconcile(data: bytes, protocol: int, watched: EventFilter) -> bool:
     """Whether a batch of netlink notifications can have changed what the agent must
-    do: one of its routes or nexthops removed, a permanent neighbour or FDB entry of its
-    VXLAN device removed, or a link or address changed (on-link decisions depend on
-    them). Its own additions are not a reason to look again."""
+    do: one of its routes or nexthops removed, a permanent neighbour or FDB entry of a
+    backend device removed, a watched link changed or removed, a global address added
+    or removed anywhere (this node's networks may change), or a foreign route into the
+    cluster's address space. Its own additions are not a reason to look again."""
     for kind, _, _, body in iter_messages(data):
-        if kind in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR):
-            return True
-        if kind == RTM_DELNEIGH and overlay_ifindex and len(body) >= NDMSG.size:
-            _, index, state, _, _ = NDMSG.unpack_from(body, 0)
-            if index == overlay_ifindex and state & NUD_PERMANENT:
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
+            if IFINFOMSG.unpack_from(body, 0)[2] in watched.links:
                 return True
-        if kind == RTM_DELROUTE and len(body) >= RTMSG.size and body[5] == protocol:
+        elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
+            if IFADDRMSG.unpack_from(body, 0)[3] == RT_SCOPE_UNIVERSE:
+                return True  # link-local addresses (every new veth has one) never count
+        elif kind == RTM_DELNEIGH and len(body) >= NDMSG.size:
+            _, index, state, _, _ = NDMSG.unpack_from(body, 0)
+            if index in watched.entry_devices and state & NUD_PERMANENT:
+                return True
+        elif (kind == RTM_DELROUTE and len(body) >= RTMSG.size and body[5] == protocol) or (
+            kind == RTM_DELNEXTHOP and len(body) >= NHMSG.size and body[2] == protocol
+        ):
             return True
-        if kind == RTM_DELNEXTHOP and len(body) >= NHMSG.size and body[2] == protocol:
-            return True
-        if kind == RTM_NEWROUTE and len(body) >= RTMSG.size and body[5] != protocol:
-            # someone else's route may now shadow or collide with a pod subnet
+        elif kind == RTM_NEWROUTE and len(body) >= RTMSG.size and body[5] != protocol:
             parsed = parse_route(body)
             if parsed and parsed[1] == RT_TABLE_MAIN and parsed[2].destination.prefixlen:
-                return True
+                destination = parsed[2].destination
+                if any(
+                    destination.version == c.version and destination.overlaps(c)  # type: ignore[arg-type]
+                    for c in watched.cluster
+                ):
+                    return True
     return False
 
 
 __all__ = [
-    "KernelNexthop",
-    "KernelRoute",
+    "EventFilter",
     "NetlinkRequestError",
+    "Request",
     "RouteSocket",
     "event_needs_reconcile",
     "fdb_body",

@@ -15,8 +15,9 @@ change, and only where the result is *provably the same* as a rebuild:
 Overlap queries use per-family lists of (start, end, key) sorted by start, so a query
 looks only at the neighbourhood of the subnet (plus the span of the largest subnet).
 
-With the vxlan and auto backends the view also keeps the VXLAN device's wanted
-neighbour and FDB entries, and which of them an update touched, so an incremental pass
+Where the backend has link-layer entries (vxlan, auto), the view also keeps the
+wanted neighbour and FDB entries — reference-counted, as several subnets of a peer
+share one FDB entry — and which of them an update touched, so an incremental pass
 diffs those alone.
 """
 
@@ -26,13 +27,18 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from plainnet.agent.backends import desired_routes
-from plainnet.agent.backends.vxlan import OverlayEntries
-from plainnet.agent.reconcile import DesiredRoute, NexthopKey
-from plainnet.agent.routing import LocalNetwork, Routing
+from plainnet.agent.backends.base import RoutingContext
+from plainnet.agent.kernel_model import (
+    DesiredRoute,
+    FdbKey,
+    LinkEntries,
+    NeighbourKey,
+    NexthopKey,
+    PeerState,
+)
 from plainnet.agent.validation import Refusal, check_record, validate_peers
 from plainnet.datastore.records import PeerRecord, Record
-from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.ipam.types import IPNetwork
 
 
 class _Spans:
@@ -75,31 +81,26 @@ def _spans_of(record: PeerRecord) -> list[tuple[int, int, int]]:
 
 class PeerView:
     def __init__(
-        self,
-        own: PeerRecord,
-        cluster_cidrs: list[IPNetwork],
-        local: list[LocalNetwork],
-        routing: Routing,
+        self, own: PeerRecord, cluster_cidrs: list[IPNetwork], context: RoutingContext
     ) -> None:
         self.own = own
         self.cluster_cidrs = cluster_cidrs
-        self.local = local
-        self.routing = routing
+        self.context = context
         self.accepted: dict[str, PeerRecord] = {}
         self.refusals: dict[str, Refusal] = {}
         self.desired: dict[IPNetwork, DesiredRoute] = {}
         self.nexthop_refs: Counter[NexthopKey] = Counter()
-        #: The VXLAN device's wanted entries (empty for host-gw), and the neighbour
-        #: addresses and MACs the last update touched (None after a rebuild: all).
-        self.entries = OverlayEntries({}, {})
-        self.touched_entries: tuple[set[IPAddress], set[str]] | None = None
-        self._mac_refs: Counter[str] = Counter()
+        #: The wanted link-layer entries (none for host-gw), and the keys the last
+        #: update touched (None after a rebuild: all).
+        self.entries = LinkEntries()
+        self.touched_entries: tuple[set[NeighbourKey], set[FdbKey]] | None = None
+        self._entry_refs: Counter[NeighbourKey | FdbKey] = Counter()
         self._candidates: dict[str, PeerRecord] = {}  # passed their own checks
-        self._routes_by_key: dict[str, dict[IPNetwork, DesiredRoute]] = {}
+        self._state_by_key: dict[str, PeerState] = {}
         self._spans = {4: _Spans(), 6: _Spans()}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
-        validation = validate_peers(records, self.own, self.cluster_cidrs, self.local, self.routing)
+        validation = validate_peers(records, self.own, self.cluster_cidrs, self.context)
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
         losers = {r.key for r in validation.refusals if r.reason == "overlap"}
@@ -116,13 +117,13 @@ class PeerView:
         self._spans = {
             v: _Spans.of((s, e, k) for version, s, e, k in spans if version == v) for v in (4, 6)
         }
-        self._routes_by_key = {}
+        self._state_by_key = {}
         self.desired = {}
         self.nexthop_refs = Counter()
-        self.entries = OverlayEntries({}, {})
-        self._mac_refs = Counter()
+        self.entries = LinkEntries()
+        self._entry_refs = Counter()
         for key, record in self.accepted.items():
-            self._add_routes(key, record)
+            self._add(key, record)
         self.touched_entries = None
 
     def update(self, records: Mapping[str, Record], keys: Iterable[str]) -> set[IPNetwork] | None:
@@ -136,7 +137,7 @@ class PeerView:
             refusal = (
                 None
                 if record is None
-                else check_record(record, self.own, self.cluster_cidrs, self.local, self.routing)
+                else check_record(record, self.own, self.cluster_cidrs, self.context)
             )
             for candidate in (
                 self._candidates.get(key),
@@ -176,7 +177,7 @@ class PeerView:
             for version, start, end in _spans_of(record):
                 self._spans[version].add(start, end, key)
             self.accepted[key] = record
-            touched.update(self._add_routes(key, record))
+            touched.update(self._add(key, record))
         return touched
 
     def _overlaps_other(self, record: PeerRecord, key: str) -> bool:
@@ -192,48 +193,46 @@ class PeerView:
         if old is not None:
             for version, start, end in _spans_of(old):
                 self._spans[version].remove(start, end, key)
-        routes = self._routes_by_key.pop(key, {})
-        for destination, route in routes.items():
+        state = self._state_by_key.pop(key, None)
+        if state is None:
+            return set()
+        for destination, route in state.routes.items():
             if self.desired.get(destination) is route:
                 del self.desired[destination]
             self.nexthop_refs[route.nexthop] -= 1
             if self.nexthop_refs[route.nexthop] <= 0:
                 del self.nexthop_refs[route.nexthop]
-            if route.vtep is not None:
-                self._remove_entries(route)
-        return set(routes)
+        self._drop_entries(state.neighbours, self.entries.neighbours, 0)
+        self._drop_entries(state.fdb, self.entries.fdb, 1)
+        return set(state.routes)
 
-    def _add_routes(self, key: str, record: PeerRecord) -> set[IPNetwork]:
-        routes = desired_routes([record], self.local, self.routing)
-        self._routes_by_key[key] = routes
-        for destination, route in routes.items():
+    def _add(self, key: str, record: PeerRecord) -> set[IPNetwork]:
+        context = self.context
+        state = context.backend.peer_state(record, context.local, context.links)
+        self._state_by_key[key] = state
+        for destination, route in state.routes.items():
             self.desired[destination] = route
             self.nexthop_refs[route.nexthop] += 1
-            if route.vtep is not None:
-                self._add_entries(route)
-        return set(routes)
+        refs, touched = self._entry_refs, self.touched_entries
+        for neighbour, mac in state.neighbours.items():
+            self.entries.neighbours[neighbour] = mac
+            refs[neighbour] += 1
+            if touched is not None:
+                touched[0].add(neighbour)
+        for fdb_key, destination in state.fdb.items():
+            self.entries.fdb[fdb_key] = frozenset((destination,))
+            refs[fdb_key] += 1
+            if touched is not None:
+                touched[1].add(fdb_key)
+        return set(state.routes)
 
-    def _add_entries(self, route: DesiredRoute) -> None:
-        assert route.vtep is not None
-        mac = route.vtep.mac
-        self.entries.neighbours[route.gateway] = mac
-        self.entries.fdb[mac] = frozenset((route.vtep.underlay,))
-        self._mac_refs[mac] += 1
-        self._touch(route)
-
-    def _remove_entries(self, route: DesiredRoute) -> None:
-        assert route.vtep is not None
-        mac = route.vtep.mac
-        if self.entries.neighbours.get(route.gateway) == mac:
-            del self.entries.neighbours[route.gateway]
-        self._mac_refs[mac] -= 1
-        if self._mac_refs[mac] <= 0:
-            del self._mac_refs[mac]
-            self.entries.fdb.pop(mac, None)
-        self._touch(route)
-
-    def _touch(self, route: DesiredRoute) -> None:
-        if self.touched_entries is not None:
-            assert route.vtep is not None
-            self.touched_entries[0].add(route.gateway)
-            self.touched_entries[1].add(route.vtep.mac)
+    def _drop_entries(self, mine: Mapping, wanted: dict, side: int) -> None:
+        """Release this peer's hold on its entries; an entry goes with its last holder."""
+        refs = self._entry_refs
+        for key in mine:
+            refs[key] -= 1
+            if refs[key] <= 0:
+                del refs[key]
+                wanted.pop(key, None)
+            if self.touched_entries is not None:
+                self.touched_entries[side].add(key)

@@ -14,8 +14,9 @@ becomes a route. Refusal reasons, each with its own metric label:
   overlapping peers the earlier claim wins.
 - ``not-on-link``: host-gw needs the peer's address on a network of this node.
 
-For vxlan and auto, a peer needs a node address of the cluster's underlay family
-(else ``family``); its pod subnets of either family are routed through the overlay.
+The generic checks are here; what a backend needs of a peer (host-gw: a gateway of
+each subnet's family, on-link; vxlan and auto: a node address of the underlay family,
+the same VNI, a unicast VTEP MAC) is its own :meth:`~.backends.base.Backend.check_peer`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from plainnet.agent.backends.vxlan import VtepError, peer_vtep
-from plainnet.agent.routing import LocalNetwork, Routing, on_link_network
+from plainnet.agent.backends.base import RoutingContext
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPNetwork
 
-__all__ = ["LocalNetwork", "Refusal", "Validation", "check_record", "validate_peers"]
+__all__ = ["Refusal", "Validation", "check_record", "validate_peers"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,14 @@ def validate_peers(
     records: Mapping[str, Record],
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
-    local: list[LocalNetwork],
-    routing: Routing,
+    context: RoutingContext,
 ) -> Validation:
     refusals: list[Refusal] = []
     candidates: list[PeerRecord] = []
     for record in records.values():
         if record.key == own.key:
             continue
-        refusal = check_record(record, own, cluster_cidrs, local, routing)
+        refusal = check_record(record, own, cluster_cidrs, context)
         if refusal is not None:
             refusals.append(refusal)
         else:
@@ -73,8 +72,7 @@ def check_record(
     record: Record,
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
-    local: list[LocalNetwork],
-    routing: Routing,
+    context: RoutingContext,
 ) -> Refusal | None:
     if isinstance(record, InvalidRecord):
         return Refusal(record.key, "?", "unparseable", f"cannot parse it: {record.reason}")
@@ -83,18 +81,14 @@ def check_record(
     def refuse(reason: str, detail: str) -> Refusal:
         return Refusal(record.key, node, reason, detail)
 
-    if record.backend != routing.record_type:
+    backend = context.backend
+    if record.backend != backend.record_type:
         return refuse(
             "backend",
-            f"it uses backend {record.backend!r}, this node runs {routing.backend!r}",
+            f"it uses backend {record.backend!r}, this node runs {backend.name!r}",
         )
     if not record.subnets:
         return refuse("unparseable", "it has no subnet")
-    if routing.overlay:
-        try:
-            peer_vtep(record, routing)
-        except VtepError as exc:
-            return refuse(exc.reason, str(exc))
     for subnet in record.subnets:
         cluster = next((c for c in cluster_cidrs if c.version == subnet.version), None)
         if cluster is None:
@@ -107,13 +101,7 @@ def check_record(
             return refuse(
                 "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
             )
-        gateway = record.address_for(subnet.version)
-        if gateway is None and not routing.overlay:
-            return refuse(
-                "family",
-                f"subnet {subnet} has no IPv{subnet.version} node address to route it through",
-            )
-        for network in local:
+        for network in context.local:
             if network.network.overlaps(subnet):
                 return refuse(
                     "local-network",
@@ -125,13 +113,9 @@ def check_record(
                 return refuse(
                     "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
                 )
-        if not routing.overlay and on_link_network(gateway, local) is None:  # type: ignore[arg-type]
-            return refuse(
-                "not-on-link",
-                f"node address {gateway} is not on a network of this node: host-gw "
-                f"needs every node on one L2 segment; use the vxlan or auto backend "
-                f"(an overlay), or BGP",
-            )
+    problem = backend.check_peer(record, context.local, context.links)
+    if problem is not None:
+        return refuse(problem.reason, problem.detail)
     return None
 
 

@@ -16,6 +16,11 @@ to 20 requests per second, which is why 1,000 new nodes take it 50 s.
 Only the leader acts: a ``coordination.k8s.io`` Lease ``plainnet-allocator`` in
 ``kube-system``, taken and renewed with optimistic concurrency (resourceVersion), so two
 replicas never both assign.
+
+Failures only wait: a list, a watch, a PATCH or the leader lease that fails for any API
+or network reason is retried with the shared :class:`~plainnet.retry.Backoff`; nothing
+the API server (or its absence) does ends the process. A lease that cannot be renewed
+in time is given up — the replica stops acting until it leads again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2 as httpx  # lightkube 1.x runs on httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -36,8 +42,10 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node
 
 from plainnet.allocator.assignment import NodeFacts, plan_assignments
+from plainnet.datastore.kube_nodes import created_at, pod_cidrs
 from plainnet.ipam.node_subnets import NodeSubnetAllocator
 from plainnet.ipam.types import IPNetwork
+from plainnet.retry import Backoff
 
 log = logging.getLogger("plainnet.allocator")
 
@@ -46,14 +54,12 @@ LEASE_NAME = "plainnet-allocator"
 LEASE_NAMESPACE = "kube-system"
 
 
+#: What a failed API call can raise: the API's answer, or no answer at all.
+API_ERRORS: tuple[type[BaseException], ...] = (ApiError, httpx.HTTPError, OSError)
+
+
 def _facts(node: Any) -> NodeFacts:
-    cidrs = tuple(node.spec.podCIDRs or ()) if node.spec else ()
-    if not cidrs and node.spec and node.spec.podCIDR:
-        cidrs = (node.spec.podCIDR,)
-    created = node.metadata.creationTimestamp
-    return NodeFacts(
-        node.metadata.name, cidrs, created.timestamp() if isinstance(created, datetime) else 0.0
-    )
+    return NodeFacts(node.metadata.name, pod_cidrs(node), created_at(node))
 
 
 class LeaderLease:
@@ -70,14 +76,27 @@ class LeaderLease:
         log.info("leading as %s", self.identity)
 
     async def keep(self) -> None:
-        """Renew until the lease is lost; then return (the caller stops acting)."""
+        """Renew until the lease is lost, or could not be renewed for as long as it
+        lasts; then return (the caller stops acting)."""
+        last_renewed = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.duration / 3)
-            if not await self._try():
+            if await self._try():
+                last_renewed = asyncio.get_running_loop().time()
+            elif asyncio.get_running_loop().time() - last_renewed >= self.duration * 2 / 3:
                 log.warning("lost the leader lease")
                 return
 
     async def _try(self) -> bool:
+        """Take or renew the lease; False if another replica holds it or the API server
+        could not be asked."""
+        try:
+            return await self._try_once()
+        except API_ERRORS as exc:
+            log.warning("leader lease: %s", exc)
+            return False
+
+    async def _try_once(self) -> bool:
         now = datetime.now(UTC)
         try:
             lease = await self.client.get(Lease, LEASE_NAME, namespace=LEASE_NAMESPACE)
@@ -137,20 +156,28 @@ class Allocator:
         self.assigned = 0
 
     async def run(self) -> None:
+        """Lead, assign while leading, and start over when the lease is lost."""
         lease = LeaderLease(self.client, self.identity)
-        await lease.acquire()
-        work = asyncio.create_task(self._work())
-        keep = asyncio.create_task(lease.keep())
-        done, _ = await asyncio.wait([work, keep], return_when=asyncio.FIRST_COMPLETED)
-        work.cancel()
-        keep.cancel()
-        for task in done:
-            if task.exception():
-                raise task.exception()  # type: ignore[misc]
+        while True:
+            await lease.acquire()
+            work = asyncio.create_task(self._work())
+            keep = asyncio.create_task(lease.keep())
+            done, _ = await asyncio.wait([work, keep], return_when=asyncio.FIRST_COMPLETED)
+            for task in (work, keep):
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]  # a bug: say so
 
     async def _work(self) -> None:
+        backoff = Backoff(first=0.5, limit=10.0)
         while True:
-            revision = await self._list()
+            try:
+                revision = await self._list()
+            except API_ERRORS as exc:
+                log.warning("listing nodes failed: %s; retrying in %.1fs", exc, backoff.upcoming)
+                await backoff.sleep()
+                continue
             watcher = asyncio.create_task(self._watch(revision))
             try:
                 while not watcher.done():
@@ -161,7 +188,12 @@ class Allocator:
                     self._dirty.clear()
             finally:
                 watcher.cancel()
-            log.info("node watch ended; relisting")
+            if watcher.cancelled() or not watcher.result():
+                log.info("node watch failed; relisting in %.1fs", backoff.upcoming)
+                await backoff.sleep()
+            else:
+                backoff.reset()
+                log.info("node watch ended; relisting")
 
     async def _list(self) -> int:
         nodes = self.client.list(Node)
@@ -171,7 +203,9 @@ class Allocator:
             self.nodes[facts.name] = facts
         return int(nodes.resourceVersion)
 
-    async def _watch(self, revision: int) -> None:
+    async def _watch(self, revision: int) -> bool:
+        """Follow Node changes; True if the watch ended normally, False if it failed
+        (410 Gone, a network error): either way the caller relists."""
         try:
             async for kind, node in self.client.watch(Node, resource_version=str(revision)):
                 if kind == "DELETED":
@@ -179,8 +213,10 @@ class Allocator:
                 else:
                     self.nodes[node.metadata.name] = _facts(node)
                 self._dirty.set()
-        except ApiError as exc:  # 410 Gone and the like: the caller relists
+        except API_ERRORS as exc:
             log.warning("node watch failed: %s", exc)
+            return False
+        return True
 
     async def reconcile(self) -> None:
         """One pass: plan from every known Node, patch the new assignments, report."""
@@ -201,6 +237,9 @@ class Allocator:
                         if exc.status.code in (404, 422):  # gone, or assigned meanwhile
                             self._dirty.set()
                             return
+                        await asyncio.sleep(0.1 * 2**attempt)
+                    except API_ERRORS as exc:
+                        log.warning("assigning a subnet to node %s failed: %s", node, exc)
                         await asyncio.sleep(0.1 * 2**attempt)
                 else:
                     self._dirty.set()
@@ -235,5 +274,5 @@ class Allocator:
                     count=1,
                 )
             )
-        except ApiError as exc:
+        except API_ERRORS as exc:
             log.warning("could not record event for node %s: %s", node, exc)

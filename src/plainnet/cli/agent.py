@@ -1,21 +1,35 @@
-"""``plainnet agent``: run the node agent; ``plainnet agent cleanup``: undo it."""
+"""``plainnet agent``: run the node agent; ``plainnet agent cleanup``: undo it.
+
+This is the composition root of a node: it builds the datastore, the kernel adapter,
+the metrics endpoint and the CNI server, and starts the agent and the CNI server side
+by side — neither imports the other; the node's facts go from one to the other through
+a :class:`~plainnet.node_state.NodeStatePublisher`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from ipaddress import ip_address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from plainnet.cli.options import (
     backend_options,
+    chosen_backend,
     cluster_cidr_option,
     kubeconfig_option,
-    split_cidrs,
+    network_config,
 )
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, DEFAULT_TTL_SECONDS
 from plainnet.errors import PlainnetError
+
+if TYPE_CHECKING:
+    from plainnet.agent.startup import AgentSettings
+    from plainnet.datastore.records import Datastore
 
 
 def _address(value: str) -> object:
@@ -138,42 +152,73 @@ def agent(
             f"{given[0]} is for the Kubernetes datastore; with etcd every node reads the "
             f"backend from <prefix>/config: set it with `plainnet etcd init --backend ...`"
         )
-    from plainnet.agent.agent import AgentSettings, run_agent
+    from plainnet.agent.startup import AgentSettings
 
-    host, port = _listen(metrics)
+    listen = _listen(metrics)
     settings = AgentSettings(
         node_name=node_name,
         node_addresses=tuple(_address(a) for a in node_ips),  # type: ignore[misc]
         run_dir=run_dir,
         resync_seconds=resync,
         renew_seconds=max(lease_ttl / 3, 1),
-        metrics_host=host,
-        metrics_port=port,
-        cni_server=cni_server,
     )
+    store: Datastore
     if datastore == "kubernetes":
-        from plainnet.config import load_backend_config, load_network_config
         from plainnet.datastore.kubernetes import KubernetesDatastore
+        from plainnet.datastore.records import ClusterNetwork
 
         if not cluster_cidrs:
             raise PlainnetError(
                 "the Kubernetes datastore needs --cluster-cidr (the range node podCIDRs come from)"
             )
-        config = load_network_config({"cluster_cidrs": split_cidrs(cluster_cidrs)})
-        chosen = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
-        store: object = KubernetesDatastore(
-            node_name,
-            list(config.cluster_cidrs),
-            backend=chosen.name,
-            kubeconfig=kubeconfig,
-            vni=chosen.vni,
-            port=chosen.port,
-        )
+        config = network_config(cluster_cidrs)
+        chosen, options = chosen_backend(backend, vxlan_vni, vxlan_port)
+        network = ClusterNetwork(tuple(config.cluster_cidrs), chosen.name, options)
+        store = KubernetesDatastore(node_name, network, chosen.record_type, kubeconfig)
     else:
         from plainnet.datastore.etcd import EtcdDatastore
 
+        assert etcd_endpoint is not None
         store = EtcdDatastore(etcd_endpoint, etcd_prefix, ttl_seconds=lease_ttl)
-    run_agent(settings, store)  # type: ignore[arg-type]
+    run_node(settings, store, listen, cni_server)
+
+
+def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int], cni: bool) -> None:
+    """The node's processes, side by side, until SIGTERM or SIGINT: the metrics and
+    health endpoint and the CNI server (both from the first second: until the agent has
+    this node's facts, CNI STATUS says 50 and ADD "try again later"), and the agent."""
+    from plainnet.agent.kernel import KernelRoutes
+    from plainnet.agent.metrics import AgentMetrics, serve_http
+    from plainnet.agent.reactor import Agent, run_until_signalled
+    from plainnet.node_state import NodeStatePublisher
+
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per API request
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    node_states = NodeStatePublisher(settings.run_dir)
+
+    async def main(stop: asyncio.Event) -> None:
+        metrics = AgentMetrics()
+        kernel = KernelRoutes(settings.protocol)
+        agent = Agent(settings, store, kernel, metrics, node_states.publish)
+        cni_server = None
+        if cni:
+            from plainnet.cni.server import CniServer
+
+            cni_server = CniServer(settings.run_dir, node_states.current).start()
+        http = None
+        try:
+            if listen[1]:
+                http = await serve_http(listen[0], listen[1], metrics, agent.health)
+            await agent.run(stop)
+        finally:
+            if http is not None:
+                http.close()
+            if cni_server is not None:
+                cni_server.stop()
+
+    run_until_signalled(main)
 
 
 @agent.command()
@@ -181,22 +226,25 @@ def agent(
     "--run-dir", type=click.Path(path_type=Path), default=Path("/run/plainnet"), show_default=True
 )
 def cleanup(run_dir: Path) -> None:
-    """Remove every route and nexthop plainnet created on this node, its VXLAN device
-    and its state file. Routes of other software are never touched."""
+    """Remove everything plainnet created on this node: its routes and nexthops, every
+    backend's devices, the masquerade table and the state file. Routes, devices and
+    tables of other software are never touched."""
     from plainnet.agent import ROUTE_PROTOCOL
-    from plainnet.agent.backends.vxlan import DEVICE_NAME
+    from plainnet.agent.backends import BACKENDS, load_backend
     from plainnet.agent.kernel import KernelRoutes
-    from plainnet.agent.node_state import FILE_NAME
-    from plainnet.agent.vxlan_device import remove_device
+    from plainnet.cni import masquerade
+    from plainnet.node_state import FILE_NAME
 
     kernel = KernelRoutes(ROUTE_PROTOCOL)
     try:
         routes, nexthops = kernel.remove_all()
+        devices = sorted({d for name in BACKENDS for d in load_backend(name).remove(kernel)})
     finally:
         kernel.close()
-    device = remove_device(DEVICE_NAME)
+    table = masquerade.remove()
     (run_dir / FILE_NAME).unlink(missing_ok=True)
-    click.echo(
-        f"removed {routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})"
-        + (f" and the VXLAN device {DEVICE_NAME}" if device else "")
-    )
+    removed = [f"{routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})"]
+    removed += [f"the device {d}" for d in devices]
+    if table:
+        removed.append(f"the nftables table inet {masquerade.TABLE}")
+    click.echo("removed " + ", ".join(removed))

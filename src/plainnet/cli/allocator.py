@@ -9,14 +9,12 @@ from pathlib import Path
 
 import click
 
-from plainnet.cli.options import cluster_cidr_option, kubeconfig_option, split_cidrs
+from plainnet.cli.options import kubeconfig_option, network_config, network_options
 
 
 @click.command()
 @kubeconfig_option
-@cluster_cidr_option(required=True)
-@click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
-@click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
+@network_options()
 @click.option("--identity", help="Leader-election identity (default: hostname-pid).")
 def allocator(
     kubeconfig: Path | None,
@@ -30,16 +28,9 @@ def allocator(
     from lightkube import AsyncClient
 
     from plainnet.allocator.controller import Allocator
-    from plainnet.config import load_network_config
     from plainnet.datastore.kubernetes import load_kube_config
 
-    config = load_network_config(
-        {
-            "cluster_cidrs": split_cidrs(cluster_cidrs),
-            "node_mask_ipv4": node_mask_ipv4,
-            "node_mask_ipv6": node_mask_ipv6,
-        }
-    )
+    config = network_config(cluster_cidrs, node_mask_ipv4, node_mask_ipv6)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -6,8 +6,7 @@ import asyncio
 
 import click
 
-from plainnet.cli.options import backend_options
-from plainnet.config import load_backend_config, load_network_config
+from plainnet.cli.options import backend_options, chosen_backend, network_config, network_options
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, render_config
 
 
@@ -19,9 +18,7 @@ def etcd() -> None:
 @etcd.command()
 @click.option("--etcd-endpoint", envvar="PLAINNET_ETCD_ENDPOINT", required=True, metavar="URL")
 @click.option("--etcd-prefix", default=DEFAULT_PREFIX, show_default=True)
-@click.option("--cluster-cidr", "cluster_cidrs", multiple=True, required=True)
-@click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
-@click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
+@network_options()
 @backend_options
 def init(
     etcd_endpoint: str,
@@ -34,23 +31,12 @@ def init(
     vxlan_port: int,
 ) -> None:
     """Write the network config (<prefix>/config) that agents and flanneld read."""
-    from plainnet.datastore.etcd import EtcdDatastore
+    from plainnet.datastore.etcd import EtcdDatastore, parse_endpoint
 
-    config = load_network_config(
-        {
-            "cluster_cidrs": list(cluster_cidrs),
-            "node_mask_ipv4": node_mask_ipv4,
-            "node_mask_ipv6": node_mask_ipv6,
-        }
-    )
-    settings = load_backend_config({"name": backend, "vni": vxlan_vni, "port": vxlan_port})
-    text = render_config(
-        list(config.cluster_cidrs),
-        config.node_prefixes,
-        settings.name,
-        vni=settings.vni,
-        port=settings.port,
-    )
+    parse_endpoint(etcd_endpoint)  # a bad URL is one line, before anything else
+    config = network_config(cluster_cidrs, node_mask_ipv4, node_mask_ipv6)
+    chosen, options = chosen_backend(backend, vxlan_vni, vxlan_port)
+    text = render_config(list(config.cluster_cidrs), config.node_prefixes, chosen.name, options)
 
     async def write() -> None:
         store = EtcdDatastore(etcd_endpoint, etcd_prefix)

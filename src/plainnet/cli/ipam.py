@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from plainnet.cli.options import network_config, network_options
 from plainnet.cli.output import console
-from plainnet.config import load_network_config
 from plainnet.ipam.node_subnets import SubnetPool
 from plainnet.ipam.pod_addresses import pod_capacity
 
@@ -17,24 +17,10 @@ def ipam() -> None:
 
 
 @ipam.command()
-@click.option(
-    "--cluster-cidr",
-    "cluster_cidrs",
-    multiple=True,
-    required=True,
-    help="Pod address space; give it twice (IPv4 and IPv6) for dual-stack.",
-)
-@click.option("--node-mask-ipv4", type=int, default=24, show_default=True)
-@click.option("--node-mask-ipv6", type=int, default=64, show_default=True)
+@network_options()
 def plan(cluster_cidrs: tuple[str, ...], node_mask_ipv4: int, node_mask_ipv6: int) -> None:
     """How many nodes and pods per node a cluster CIDR holds."""
-    config = load_network_config(
-        {
-            "cluster_cidrs": list(cluster_cidrs),
-            "node_mask_ipv4": node_mask_ipv4,
-            "node_mask_ipv6": node_mask_ipv6,
-        }
-    )
+    config = network_config(cluster_cidrs, node_mask_ipv4, node_mask_ipv6)
     table = Table(title="node subnets")
     for column in (
         "family",

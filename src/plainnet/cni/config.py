@@ -13,8 +13,8 @@ from plainnet.cni.errors import (
     INVALID_NETWORK_CONFIG,
     CniError,
 )
+from plainnet.cni.protocol import SUPPORTED_VERSIONS
 
-SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 DEFAULT_BRIDGE = "cbr0"
 

@@ -1,8 +1,10 @@
 """CNI commands: ADD, DEL, CHECK, STATUS, GC, VERSION.
 
-The node's facts come from the agent's ``subnet.json`` (pod subnets, cluster CIDRs,
-MTU); pod addresses from the IPAM file store (one per node subnet), so they survive a
-crash of the agent and concurrent ADDs never share one.
+The node's facts (pod subnets, cluster CIDRs, MTU) come from the agent, handed over in
+memory (``node_state``; the agent also writes them to ``subnet.json`` for restarts);
+pod addresses from the IPAM file store (one per node subnet), so they survive a crash
+of the agent and concurrent ADDs never share one. The kernel is reached only through
+a :class:`~plainnet.cni.dataplane.PodDataplane`.
 
 An ADD that fails after taking addresses gives them back and removes what it made; a
 DEL never fails for something already gone (no container, no namespace, no address).
@@ -13,16 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from plainnet.agent.node_state import NodeState, read_node_state
-from plainnet.cni import dataplane, masquerade
-from plainnet.cni.config import SUPPORTED_VERSIONS, CniRequest, parse_request
+from plainnet.cni.config import CniRequest, parse_request
+from plainnet.cni.dataplane import DataplaneError, PodDataplane, host_veth_name
 from plainnet.cni.errors import (
     CHECK_FAILED,
     PLUGIN_NOT_AVAILABLE,
@@ -30,16 +29,26 @@ from plainnet.cni.errors import (
     TRY_AGAIN_LATER,
     CniError,
 )
+from plainnet.cni.protocol import LATEST_VERSION, version_answer
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.file_store import FilePodAddressStore, store_directory
 from plainnet.ipam.pod_addresses import Owner, PodAddressAllocator, first_usable
+from plainnet.node_state import NodeState, read_node_state
 
 log = logging.getLogger("plainnet.cni")
 
 
 class CniHandler:
-    def __init__(self, run_dir: Path, ipam_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        node_state: Callable[[], NodeState | None],
+        dataplane: PodDataplane,
+        ipam_dir: Path | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        self.node_state = node_state
+        self.dataplane = dataplane
         self.ipam_dir = ipam_dir or run_dir / "ipam"
         self._masqueraded: tuple[str, ...] | None = None
         self._masquerade_lock = threading.Lock()
@@ -48,7 +57,7 @@ class CniHandler:
 
     def handle(self, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
         """Exit code and stdout of one plugin invocation."""
-        version = "1.1.0"
+        version = LATEST_VERSION
         try:
             if env.get("CNI_COMMAND") == "VERSION":
                 return 0, self.version()
@@ -76,12 +85,7 @@ class CniHandler:
             return 1, CniError(SETUP_FAILED, "plainnet failed", str(exc)).to_json(version)
 
     def version(self) -> bytes:
-        return (
-            json.dumps(
-                {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)}
-            ).encode()
-            + b"\n"
-        )
+        return version_answer().encode() + b"\n"
 
     # --- commands ------------------------------------------------------------------------
 
@@ -99,31 +103,28 @@ class CniHandler:
             self._release(pools, request)
             raise CniError(TRY_AGAIN_LATER, str(exc)) from None
         gateways = [ip_interface(f"{first_usable(p.subnet)}/{p.subnet.prefixlen}") for p in pools]
-        host_name = dataplane.host_veth_name(request.container_id, request.ifname)
+        host_name = host_veth_name(request.container_id, request.ifname)
+        dataplane = self.dataplane
         try:
             if config.masquerade:
                 self._ensure_masquerade(node)
-            with IPRoute() as host:
-                bridge_index, bridge_mac = dataplane.ensure_bridge(
-                    host, config.bridge, gateways, mtu
-                )
-                link = dataplane.setup_pod(
-                    host,
-                    request.netns,
-                    request.ifname,
-                    host_name,
-                    bridge_index,
-                    addresses,
-                    [g.ip for g in gateways],
-                    mtu,
-                    config.hairpin,
-                )
-        except (NetlinkError, OSError, CniError) as exc:
+            bridge_index, bridge_mac = dataplane.ensure_bridge(config.bridge, gateways, mtu)
+            link = dataplane.setup_pod(
+                request.netns,
+                request.ifname,
+                host_name,
+                bridge_index,
+                addresses,
+                [g.ip for g in gateways],
+                mtu,
+                config.hairpin,
+            )
+        except (DataplaneError, OSError) as exc:
             self._release(pools, request)
-            with IPRoute() as host:
-                dataplane.remove_host_veth(host, host_name)
-            if isinstance(exc, CniError):
-                raise
+            try:
+                dataplane.remove_host_veth(host_name)
+            except DataplaneError as cleanup:
+                log.warning("could not remove %s after a failed ADD: %s", host_name, cleanup)
             raise CniError(
                 SETUP_FAILED, f"could not set up {request.ifname} in {request.netns}", str(exc)
             ) from None
@@ -164,7 +165,7 @@ class CniHandler:
         return json.dumps(result).encode() + b"\n"
 
     def delete(self, request: CniRequest) -> bytes:
-        node = read_node_state(self.run_dir)
+        node = self._last_known_node()
         if node is not None:
             released = self._release(self._pools(node), request)
             if released:
@@ -174,10 +175,7 @@ class CniHandler:
                     request.ifname,
                     ", ".join(map(str, released)),
                 )
-        with IPRoute() as host:
-            dataplane.remove_host_veth(
-                host, dataplane.host_veth_name(request.container_id, request.ifname)
-            )
+        self.dataplane.remove_host_veth(host_veth_name(request.container_id, request.ifname))
         return b""
 
     def check(self, request: CniRequest) -> bytes:
@@ -193,16 +191,14 @@ class CniHandler:
             )
         expected = self._prev_addresses(request) or held
         gateways = [first_usable(subnet) for subnet in node.subnets]
-        with IPRoute() as host:
-            problems = dataplane.check_pod(
-                host,
-                request.netns,
-                request.ifname,
-                dataplane.host_veth_name(request.container_id, request.ifname),
-                request.config.bridge,
-                expected,
-                gateways,
-            )
+        problems = self.dataplane.check_pod(
+            request.netns,
+            request.ifname,
+            host_veth_name(request.container_id, request.ifname),
+            request.config.bridge,
+            expected,
+            gateways,
+        )
         if set(expected) != set(held):
             problems.append(
                 f"prevResult addresses {sorted(map(str, expected))} differ from the "
@@ -213,7 +209,7 @@ class CniHandler:
         return b""
 
     def status(self, request: CniRequest) -> bytes:
-        if read_node_state(self.run_dir) is None:
+        if self.node_state() is None:
             raise CniError(
                 PLUGIN_NOT_AVAILABLE,
                 "this node has no pod subnet yet",
@@ -223,27 +219,24 @@ class CniHandler:
 
     def gc(self, request: CniRequest) -> bytes:
         valid = set(request.config.valid_attachments or [])
-        node = read_node_state(self.run_dir)
+        node = self._last_known_node()
         released = []
         if node is not None:
             for pool in self._pools(node):
                 released.extend(pool.garbage_collect(valid))
-        keep = {dataplane.host_veth_name(c, i) for c, i in valid}
+        keep = {host_veth_name(c, i) for c, i in valid}
         removed = []
-        with IPRoute() as host:
-            bridge = host.link_lookup(ifname=request.config.bridge)
-            if bridge:
-                for name in dataplane.bridge_ports(host, bridge[0]):
-                    if name and name.startswith("pn") and name not in keep:
-                        dataplane.remove_host_veth(host, name)
-                        removed.append(name)
+        for name in self.dataplane.bridge_ports(request.config.bridge):
+            if name and name.startswith("pn") and name not in keep:
+                self.dataplane.remove_host_veth(name)
+                removed.append(name)
         log.info("GC: released %d addresses, removed %d interfaces", len(released), len(removed))
         return b""
 
     # --- helpers --------------------------------------------------------------------------
 
     def _node(self) -> NodeState:
-        node = read_node_state(self.run_dir)
+        node = self.node_state()
         if node is None:
             raise CniError(
                 TRY_AGAIN_LATER,
@@ -251,6 +244,12 @@ class CniHandler:
                 "the plainnet agent has not published it; retry shortly",
             )
         return node
+
+    def _last_known_node(self) -> NodeState | None:
+        """For releasing (DEL, GC): the agent's facts, or — while a restarted agent has
+        not claimed yet — the ones it last wrote, so a DEL then still frees the pod's
+        addresses. Handing out (ADD) waits for the agent."""
+        return self.node_state() or read_node_state(self.run_dir)
 
     def _pools(self, node: NodeState) -> list[PodAddressAllocator]:
         return [
@@ -268,7 +267,7 @@ class CniHandler:
         wanted = tuple(str(c) for c in node.cluster_cidrs)
         with self._masquerade_lock:
             if self._masqueraded != wanted:
-                masquerade.apply(list(node.cluster_cidrs))
+                self.dataplane.ensure_masquerade(list(node.cluster_cidrs))
                 self._masqueraded = wanted
 
     def _prev_addresses(self, request: CniRequest) -> list[Any]:

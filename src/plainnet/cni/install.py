@@ -16,41 +16,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from plainnet.cni.protocol import python_client, shim_defines
 from plainnet.errors import PlainnetError
 
 PLUGIN = "plainnet"
 CONFLIST = "10-plainnet.conflist"
 SHIM_SOURCE = Path(__file__).with_name("shim.c")
-
-PYTHON_CLIENT = '''#!/usr/bin/python3 -S -E
-"""plainnet CNI plugin (fallback without a C compiler): same protocol as shim.c."""
-import json, os, socket, sys
-if os.environ.get("CNI_COMMAND") == "VERSION":
-    print('{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}')
-    sys.exit(0)
-config = sys.stdin.buffer.read()
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-try:
-    sock.connect("\\0plainnet-cni")
-except OSError as exc:
-    try:
-        version = json.loads(config).get("cniVersion", "1.1.0")
-    except ValueError:
-        version = "1.1.0"
-    print(json.dumps({"cniVersion": version, "code": 11,
-                      "msg": "plainnet agent is not running on this node",
-                      "details": f"connect to @plainnet-cni: {exc.strerror}"}))
-    sys.exit(1)
-env = b"".join(f"{k}={v}".encode() + b"\\0" for k, v in os.environ.items() if k.startswith("CNI_"))
-sock.sendall(env + b"\\0" + config)
-sock.shutdown(socket.SHUT_WR)
-answer = b""
-while chunk := sock.recv(65536):
-    answer += chunk
-code, _, out = answer.partition(b"\\n")
-sys.stdout.buffer.write(out)
-sys.exit(int(code or b"11"))
-'''
 
 
 def conflist(name: str = PLUGIN, portmap: bool = True, cni_version: str = "1.0.0") -> dict:
@@ -81,7 +52,7 @@ def build_plugin(destination: Path) -> str:
         with tempfile.TemporaryDirectory() as work:
             binary = Path(work) / PLUGIN
             result = subprocess.run(
-                [compiler, "-O2", "-o", str(binary), str(SHIM_SOURCE)],
+                [compiler, "-O2", *shim_defines(), "-o", str(binary), str(SHIM_SOURCE)],
                 capture_output=True,
                 text=True,
             )
@@ -89,7 +60,7 @@ def build_plugin(destination: Path) -> str:
                 raise PlainnetError(f"compiling the CNI shim failed: {result.stderr.strip()}")
             _replace(destination, binary.read_bytes(), 0o755)
             return "C shim"
-    _replace(destination, PYTHON_CLIENT.encode(), 0o755)
+    _replace(destination, python_client().encode(), 0o755)
     return "Python client (no C compiler found)"
 
 

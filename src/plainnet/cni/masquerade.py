@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 
-from plainnet.cni.errors import SETUP_FAILED, CniError
 from plainnet.ipam.types import IPNetwork
 
 NFT = "/usr/sbin/nft"
@@ -39,15 +38,21 @@ def ruleset(cluster_cidrs: list[IPNetwork]) -> str:
     )
 
 
+class MasqueradeError(Exception):
+    """nft refused the ruleset; the message carries its words."""
+
+
 def apply(cluster_cidrs: list[IPNetwork]) -> None:
     result = subprocess.run(
         [NFT, "-f", "-"], input=ruleset(cluster_cidrs), text=True, capture_output=True, timeout=30
     )
     if result.returncode != 0:
-        raise CniError(
-            SETUP_FAILED, "could not install the masquerade rules", result.stderr.strip()
-        )
+        raise MasqueradeError(f"could not install the masquerade rules: {result.stderr.strip()}")
 
 
-def remove() -> None:
-    subprocess.run([NFT, "delete", "table", "inet", TABLE], capture_output=True, timeout=30)
+def remove() -> bool:
+    """Delete plainnet's table; returns whether there was one (uninstall)."""
+    result = subprocess.run(
+        [NFT, "delete", "table", "inet", TABLE], capture_output=True, timeout=30
+    )
+    return result.returncode == 0

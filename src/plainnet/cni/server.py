@@ -18,16 +18,18 @@ import socket
 import socketserver
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from plainnet.cni.protocol import MAX_REQUEST, decode_request, encode_answer, socket_address
+from plainnet.errors import PlainnetError
+from plainnet.node_state import NodeState
 
 if TYPE_CHECKING:
     from plainnet.cni.handler import CniHandler
 
 log = logging.getLogger("plainnet.cni.server")
-
-SOCKET_NAME = "\0plainnet-cni"
-MAX_REQUEST = 1 << 20
 
 
 class _RequestHandler(socketserver.BaseRequestHandler):
@@ -49,42 +51,52 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             if not chunk:
                 break
             data += chunk
-        env_block, separator, stdin = bytes(data).partition(b"\0\0")
-        if not separator:  # no CNI_ variable at all: the block is just the terminator
-            env_block, stdin = b"", bytes(data[1:]) if data[:1] == b"\0" else bytes(data)
-        env = dict(
-            entry.decode().split("=", 1) for entry in env_block.split(b"\0") if b"=" in entry
-        )
+        env, stdin = decode_request(bytes(data))
         code, out = self.server.handler().handle(env, stdin)
-        connection.sendall(f"{code}\n".encode() + out)
+        connection.sendall(encode_answer(code, out))
 
 
 class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, run_dir: Path, name: str = SOCKET_NAME) -> None:
-        """Binds at once (a node is ready for CNI as soon as the agent runs); the handler
-        and pyroute2 are loaded by the first request, so the agent's own start — claim,
-        list, install routes — never waits for that import (~70 ms, ~10 MB)."""
+    def __init__(
+        self,
+        run_dir: Path,
+        node_state: Callable[[], NodeState | None],
+        name: str | None = None,
+    ) -> None:
+        """Binds at once; the handler and pyroute2 are loaded by the first request, so
+        the agent's own start — claim, list, install routes — never waits for that
+        import (~70 ms, ~10 MB). ``node_state``: this node's facts as the agent has
+        them now (handed over in memory)."""
         self.run_dir = run_dir
+        self.node_state = node_state
         self._handler: CniHandler | None = None
         self._handler_lock = threading.Lock()
-        super().__init__(name, _RequestHandler)
+        self.address = name or socket_address()
+        try:
+            super().__init__(self.address, _RequestHandler)
+        except OSError as exc:
+            raise PlainnetError(
+                f"cannot serve CNI on @{self.address.lstrip(chr(0))} ({exc.strerror}): is "
+                f"another plainnet agent running on this node?"
+            ) from None
         self._thread: threading.Thread | None = None
 
     def handler(self) -> CniHandler:
         with self._handler_lock:
             if self._handler is None:
                 from plainnet.cni.handler import CniHandler
+                from plainnet.cni.netlink_dataplane import NetlinkDataplane
 
-                self._handler = CniHandler(self.run_dir)
+                self._handler = CniHandler(self.run_dir, self.node_state, NetlinkDataplane())
             return self._handler
 
     def start(self) -> CniServer:
         self._thread = threading.Thread(target=self.serve_forever, name="cni-server", daemon=True)
         self._thread.start()
-        log.info("CNI server listening on @%s", SOCKET_NAME.lstrip("\0"))
+        log.info("CNI server listening on @%s", self.address.lstrip("\0"))
         return self
 
     def stop(self) -> None:

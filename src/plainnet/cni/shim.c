@@ -26,8 +26,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define SOCKET_NAME "plainnet-cni"
-#define VERSIONS "\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]"
+/* The protocol's constants come from plainnet/cni/protocol.py, as -D definitions
+ * (`plainnet cni install` passes them); they are defined nowhere else. */
+#if !defined(SOCKET_NAME) || !defined(VERSION_ANSWER) || !defined(LATEST_VERSION) || \
+    !defined(TRY_AGAIN_LATER)
+#error "compile with the -D definitions of plainnet.cni.protocol.shim_defines()"
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 extern char **environ;
 
@@ -58,9 +64,9 @@ static int write_all(int fd, const char *data, size_t length) {
     return 0;
 }
 
-/* The cniVersion of the configuration, for the error result; "1.1.0" if none is found. */
+/* The cniVersion of the configuration, for the error result; the latest if none is found. */
 static void config_version(const char *config, size_t length, char *out, size_t size) {
-    snprintf(out, size, "1.1.0");
+    snprintf(out, size, LATEST_VERSION);
     const char *key = memmem(config, length, "\"cniVersion\"", 12);
     if (!key) return;
     const char *end = config + length, *p = key + 12;
@@ -73,7 +79,7 @@ static void config_version(const char *config, size_t length, char *out, size_t 
 int main(void) {
     const char *command = getenv("CNI_COMMAND");
     if (command && strcmp(command, "VERSION") == 0) {
-        printf("{\"cniVersion\":\"1.1.0\"," VERSIONS "}\n");
+        printf("%s\n", VERSION_ANSWER);
         return 0;
     }
     size_t config_length = 0;
@@ -87,7 +93,7 @@ int main(void) {
     if (sock < 0 || connect(sock, (struct sockaddr *)&address, address_length) < 0) {
         char version[32];
         config_version(config, config_length, version, sizeof version);
-        printf("{\"cniVersion\":\"%s\",\"code\":11,\"msg\":\"plainnet agent is not running on "
+        printf("{\"cniVersion\":\"%s\",\"code\":" STR(TRY_AGAIN_LATER) ",\"msg\":\"plainnet agent is not running on "
                "this node\",\"details\":\"connect to @" SOCKET_NAME ": %s; start the agent "
                "(plainnet agent) and retry\"}\n", version, strerror(errno));
         return 1;
@@ -103,8 +109,8 @@ int main(void) {
     char *answer = read_all(sock, &answer_length);
     char *newline = answer ? memchr(answer, '\n', answer_length) : NULL;
     if (!newline) {
-        printf("{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"plainnet agent closed the "
-               "connection without an answer\"}\n");
+        printf("{\"cniVersion\":\"" LATEST_VERSION "\",\"code\":" STR(TRY_AGAIN_LATER)
+               ",\"msg\":\"plainnet agent closed the connection without an answer\"}\n");
         return 1;
     }
     int code = atoi(answer);

@@ -17,6 +17,8 @@ python-etcd3 itself is unmaintained since 2020 and breaks on current protobuf.
   and the agent relists.
 - ``renew``: a keep-alive on the etcd lease; if the lease is gone (etcd was away
   longer than the TTL) the record is put back under a new lease, if still free.
+- ``restore``: the record was deleted: put it back under a new lease, or — if another
+  node took the subnet meanwhile — claim again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import aetcd.transactions
 from plainnet.datastore import flannel_format as fmt
 from plainnet.datastore.records import (
     Change,
+    ClusterNetwork,
     DatastoreError,
     HistoryCompacted,
     NodeClaim,
@@ -71,14 +74,26 @@ CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """(host, port) of ``http://HOST:PORT`` (or ``HOST:PORT``); one clear line for
+    anything else."""
+    expected = f"etcd endpoint {endpoint!r}: expected http://HOST:PORT"
+    try:
+        url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        port = url.port or 2379
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise DatastoreError(f"{expected} ({exc})") from None
+    if url.scheme != "http":
+        raise DatastoreError(f"{expected} (scheme {url.scheme!r} is not supported)")
+    if not url.hostname or url.path not in ("", "/") or url.query:
+        raise DatastoreError(expected)
+    return url.hostname, port
+
+
 def etcd_client(endpoint: str, timeout: float = 5.0) -> aetcd.Client:
     """An aetcd client for ``http://HOST:PORT``, with plainnet's channel settings."""
-    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    if not url.hostname:
-        raise DatastoreError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
-    return aetcd.Client(
-        host=url.hostname, port=url.port or 2379, timeout=int(timeout) or 1, options=GRPC_OPTIONS
-    )
+    host, port = parse_endpoint(endpoint)
+    return aetcd.Client(host=host, port=port, timeout=int(timeout) or 1, options=GRPC_OPTIONS)
 
 
 class EtcdDatastore:
@@ -118,7 +133,10 @@ class EtcdDatastore:
 
     # --- network config --------------------------------------------------------------
 
-    async def network_config(self) -> fmt.FlannelNetworkConfig:
+    async def network_config(self) -> ClusterNetwork:
+        return (await self.flannel_config()).cluster_network()
+
+    async def flannel_config(self) -> fmt.FlannelNetworkConfig:
         key = f"{self.prefix}/config"
         result = await self._call("read network config", self.client.get(key.encode()))
         if result is None:
@@ -128,7 +146,7 @@ class EtcdDatastore:
             )
         try:
             return fmt.parse_config(result.value.decode())
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise DatastoreError(f"etcd {self.endpoint}: network config at {key}: {exc}") from None
 
     async def put_network_config(self, text: str) -> None:
@@ -194,7 +212,7 @@ class EtcdDatastore:
     # --- this node's record ------------------------------------------------------------
 
     async def claim(self, claim: NodeClaim) -> PeerRecord:
-        config = await self.network_config()
+        config = await self.flannel_config()
         self._claim = claim
         for _ in range(CLAIM_ATTEMPTS):
             allocator = NodeSubnetAllocator(config.cluster_cidrs, config.node_prefixes)
@@ -268,7 +286,9 @@ class EtcdDatastore:
         self, key: str, claim: NodeClaim, *, expect_mod: int | None, reuse: bool = False
     ) -> bool:
         lease = await self._call("grant lease", self.client.lease(self.ttl_seconds))
-        value = fmt.lease_value(claim.node, claim.addresses, claim.backend, claim.backend_data)
+        value = fmt.lease_value(
+            claim.node, claim.addresses, claim.backend, claim.backend_data, claim.backend_data_v6
+        )
         compare = (
             [self.client.transactions.version(key.encode()) == 0]
             if not reuse
@@ -295,6 +315,7 @@ class EtcdDatastore:
             addresses=claim.addresses,
             backend=claim.backend,
             backend_data=claim.backend_data,
+            backend_data_v6=claim.backend_data_v6,
         )
         return self._own
 
@@ -316,7 +337,16 @@ class EtcdDatastore:
                 f"this node's lease had expired"
             )
 
-    async def release(self) -> None:
-        if self._lease_id is not None:
-            await self._call("revoke lease", self.client.revoke_lease(self._lease_id))
-            self._lease_id = None
+    async def restore(self) -> PeerRecord:
+        if self._own is None or self._claim is None:
+            raise DatastoreError("restore before claim")
+        if await self._call("read own record", self.client.get(self._own.key.encode())):
+            return self._own
+        if await self._put(self._own.key, self._claim, expect_mod=None):
+            log.warning("put this node's record %s back", self._own.key)
+            return self._own
+        log.error(
+            "subnet %s was taken by another node while this node's record was gone; claiming again",
+            self._own.key,
+        )
+        return await self.claim(self._claim)

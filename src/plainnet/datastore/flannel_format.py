@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 
-from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, MAX_VNI
-from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
+from plainnet.datastore.records import ClusterNetwork, InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPAddress, IPNetwork
 
 DEFAULT_PREFIX = "/coreos.com/network"
@@ -49,8 +48,8 @@ class FlannelNetworkConfig:
     backend: str  # plainnet's name: vxlan with DirectRouting is "auto"
     subnet_min: IPAddress | None = None
     subnet_max: IPAddress | None = None
-    vni: int = DEFAULT_VNI
-    port: int = DEFAULT_VXLAN_PORT
+    #: The Backend section's settings the backend reads (``VNI`` -> ``vni``, ...).
+    backend_options: dict[str, Any] | None = None
 
     @property
     def cluster_cidrs(self) -> list[IPNetwork]:
@@ -59,6 +58,18 @@ class FlannelNetworkConfig:
     @property
     def node_prefixes(self) -> dict[int, int]:
         return {4: self.subnet_len, 6: self.ipv6_subnet_len}
+
+    def cluster_network(self) -> ClusterNetwork:
+        return ClusterNetwork(
+            tuple(self.cluster_cidrs),
+            self.backend,
+            dict(self.backend_options or {}),
+            self.node_prefixes,
+        )
+
+
+#: Flannel's Backend section fields and the backend settings they carry.
+BACKEND_FIELDS = {"VNI": "vni", "Port": "port"}
 
 
 def parse_config(text: str) -> FlannelNetworkConfig:
@@ -85,12 +96,11 @@ def parse_config(text: str) -> FlannelNetworkConfig:
     backend = str(backend_section.get("Type", "udp"))
     if backend == "vxlan" and backend_section.get("DirectRouting"):
         backend = "auto"
-    vni = int(backend_section.get("VNI") or DEFAULT_VNI)
-    port = int(backend_section.get("Port") or DEFAULT_VXLAN_PORT)
-    if not 1 <= vni <= MAX_VNI:
-        raise ValueError(f"Backend VNI {vni} is out of range (1 to {MAX_VNI})")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"Backend Port {port} is out of range (1 to 65535)")
+    options = {
+        setting: backend_section[field]
+        for field, setting in BACKEND_FIELDS.items()
+        if backend_section.get(field)  # Flannel reads 0 as "the default"
+    }
     return FlannelNetworkConfig(
         network=network,
         subnet_len=subnet_len,
@@ -99,8 +109,7 @@ def parse_config(text: str) -> FlannelNetworkConfig:
         backend=str(backend),
         subnet_min=ip_address(document["SubnetMin"]) if document.get("SubnetMin") else None,
         subnet_max=ip_address(document["SubnetMax"]) if document.get("SubnetMax") else None,
-        vni=vni,
-        port=port,
+        backend_options=options,
     )
 
 
@@ -118,14 +127,14 @@ def render_config(
     cluster_cidrs: list[IPNetwork],
     node_prefixes: dict[int, int],
     backend: str,
-    vni: int = DEFAULT_VNI,
-    port: int = DEFAULT_VXLAN_PORT,
+    backend_options: dict[str, Any] | None = None,
 ) -> str:
-    section: dict[str, Any] = {"Type": backend}
-    if backend in ("vxlan", "auto"):
-        section = {"Type": "vxlan", "VNI": vni, "Port": port}
-        if backend == "auto":
-            section["DirectRouting"] = True
+    """The config JSON; ``auto`` is written as vxlan with DirectRouting, Flannel's name."""
+    section: dict[str, Any] = {"Type": "vxlan" if backend == "auto" else backend}
+    options = backend_options or {}
+    section.update({f: options[o] for f, o in BACKEND_FIELDS.items() if o in options})
+    if backend == "auto":
+        section["DirectRouting"] = True
     document: dict[str, Any] = {"EnableIPv4": False, "EnableIPv6": False, "Backend": section}
     for cidr in cluster_cidrs:
         if cidr.version == 4:
@@ -157,7 +166,11 @@ def parse_subnet_key(name: str) -> tuple[IPNetwork, ...]:
 
 
 def lease_value(
-    record_node: str, addresses: tuple[IPAddress, ...], backend: str, backend_data: dict[str, Any]
+    record_node: str,
+    addresses: tuple[IPAddress, ...],
+    backend: str,
+    backend_data: dict[str, Any],
+    backend_data_v6: dict[str, Any] | None = None,
 ) -> str:
     v4 = next((a for a in addresses if a.version == 4), None)
     v6 = next((a for a in addresses if a.version == 6), None)
@@ -168,10 +181,9 @@ def lease_value(
         NODE_FIELD: record_node,
     }
     if backend_data:
-        # flanneld publishes an IPv6-underlay VTEP as BackendV6Data; the underlay is the
-        # family of the node's first address.
-        v6_underlay = bool(addresses) and addresses[0].version == 6
-        document["BackendV6Data" if v6_underlay else "BackendData"] = backend_data
+        document["BackendData"] = backend_data
+    if backend_data_v6:
+        document["BackendV6Data"] = backend_data_v6
     return json.dumps(document)
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,10 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 
-from plainnet.backend_names import DEFAULT_VNI, DEFAULT_VXLAN_PORT, RECORD_TYPES
+from plainnet.datastore.kube_nodes import created_at, internal_ips, pod_cidrs
 from plainnet.datastore.records import (
     Change,
+    ClusterNetwork,
     DatastoreError,
     HistoryCompacted,
     InvalidRecord,
@@ -45,22 +44,10 @@ from plainnet.datastore.records import (
     Record,
     Snapshot,
 )
-from plainnet.ipam.types import IPNetwork
 
 log = logging.getLogger("plainnet.datastore.kubernetes")
 
 WATCH_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class KubernetesNetworkConfig:
-    """What the etcd datastore reads from ``<prefix>/config``; here from the agent's
-    flags (the DaemonSet's ConfigMap)."""
-
-    cluster_cidrs: list[IPNetwork]
-    backend: str
-    vni: int = DEFAULT_VNI
-    port: int = DEFAULT_VXLAN_PORT
 
 
 def load_kube_config(kubeconfig: Path | None) -> KubeConfig:
@@ -74,59 +61,47 @@ def load_kube_config(kubeconfig: Path | None) -> KubeConfig:
         ) from None
 
 
-def node_record(node: Any, backend: str) -> Record:
+def node_record(node: Any, record_type: str) -> Record:
     """A Node as a peer record; a node without a pod subnet yet is an invalid record."""
     name = node.metadata.name
+    claimed_at = int(created_at(node))
     try:
-        cidrs = list(node.spec.podCIDRs or []) if node.spec else []
-        if not cidrs and node.spec and node.spec.podCIDR:
-            cidrs = [node.spec.podCIDR]
+        cidrs = pod_cidrs(node)
         if not cidrs:
-            return InvalidRecord(name, "node has no podCIDR yet", _claimed_at(node))
-        addresses = []
-        for entry in (node.status.addresses or []) if node.status else []:
-            if entry.type == "InternalIP":
-                addresses.append(ip_address(entry.address))
+            return InvalidRecord(name, "node has no podCIDR yet", claimed_at)
         return PeerRecord(
             key=name,
             node=name,
             subnets=tuple(ip_network(c) for c in cidrs),
-            addresses=tuple(addresses),
-            backend=backend,
-            claimed_at=_claimed_at(node),
+            addresses=tuple(ip_address(a) for a in internal_ips(node)),
+            backend=record_type,
+            claimed_at=claimed_at,
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        return InvalidRecord(name, str(exc), _claimed_at(node))
-
-
-def _claimed_at(node: Any) -> int:
-    """Earlier claims win overlaps: order by the Node's creation time."""
-    created = node.metadata.creationTimestamp
-    if isinstance(created, datetime):
-        return int(created.timestamp())
-    return 0
+        return InvalidRecord(name, str(exc), claimed_at)
 
 
 class KubernetesDatastore:
     def __init__(
         self,
         node_name: str,
-        cluster_cidrs: list[IPNetwork],
-        backend: str = "host-gw",
+        network: ClusterNetwork,
+        record_type: str,
         kubeconfig: Path | None = None,
-        vni: int = DEFAULT_VNI,
-        port: int = DEFAULT_VXLAN_PORT,
     ) -> None:
+        """``network``: from the agent's flags (the DaemonSet's ConfigMap), what the etcd
+        datastore reads from ``<prefix>/config``. ``record_type``: every node runs the
+        cluster's backend, and Node objects do not say which."""
         self.node_name = node_name
-        self.config = KubernetesNetworkConfig(cluster_cidrs, backend, vni, port)
-        #: Every node runs the cluster's backend; Node objects do not say which.
-        self.record_type = RECORD_TYPES[backend]
+        self.network = network
+        self.record_type = record_type
+        self._claim: NodeClaim | None = None
         self.client = AsyncClient(
             config=load_kube_config(kubeconfig), timeout=httpx.Timeout(10, read=None)
         )
 
-    async def network_config(self) -> KubernetesNetworkConfig:
-        return self.config
+    async def network_config(self) -> ClusterNetwork:
+        return self.network
 
     async def close(self) -> None:
         await self.client.close()
@@ -176,6 +151,7 @@ class KubernetesDatastore:
     async def claim(self, claim: NodeClaim) -> PeerRecord:
         """This node's Node, once it has a pod subnet (assigned by kube-controller-manager
         or plainnet allocator); the agent waits for it."""
+        self._claim = claim
         waited = 0.0
         while True:
             try:
@@ -206,5 +182,10 @@ class KubernetesDatastore:
     async def renew(self) -> None:
         """Nothing to renew: a Node lives as long as the node is in the cluster."""
 
-    async def release(self) -> None:
-        """Nothing to release: the allocator frees a deleted Node's subnet."""
+    async def restore(self) -> PeerRecord:
+        """The agent cannot create a Node (it only reads them): wait until the kubelet
+        has registered it again and it has a podCIDR."""
+        if self._claim is None:
+            raise DatastoreError("restore before claim")
+        log.warning("node %s was deleted; waiting for it to be registered again", self.node_name)
+        return await self.claim(self._claim)

@@ -34,12 +34,6 @@ class PeerRecord:
                 return address
         return None
 
-    def subnet_for(self, version: int) -> IPNetwork | None:
-        for subnet in self.subnets:
-            if subnet.version == version:
-                return subnet
-        return None
-
 
 @dataclass(frozen=True)
 class InvalidRecord:
@@ -73,14 +67,27 @@ class Change:
 
 @dataclass(frozen=True)
 class NodeClaim:
-    """What this node asks for: its name, addresses and backend; the datastore finds the
-    subnet(s)."""
+    """What this node asks for: its name, addresses and backend (record type and data,
+    as the backend decides); the datastore finds the subnet(s)."""
 
     node: str
     addresses: tuple[IPAddress, ...]
     backend: str
     backend_data: dict[str, Any] = field(default_factory=dict)
     previous_subnets: tuple[IPNetwork, ...] = ()
+    backend_data_v6: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """What every node of a cluster agrees on: the pod address space, how it splits into
+    node subnets, and the backend with its settings (names as the backend reads them,
+    e.g. ``{"vni": 1, "port": 8472}`` for vxlan)."""
+
+    cluster_cidrs: tuple[IPNetwork, ...]
+    backend: str
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    node_prefixes: dict[int, int] = field(default_factory=dict)
 
 
 class DatastoreError(PlainnetError):
@@ -92,7 +99,10 @@ class HistoryCompacted(DatastoreError):  # noqa: N818 - a condition, not a failu
 
 
 class Datastore(Protocol):
-    """list + watch + claim, the whole contract between agent and datastore."""
+    """network config + list + watch + claim, the whole contract between agent and
+    datastore."""
+
+    async def network_config(self) -> ClusterNetwork: ...
 
     async def list(self) -> Snapshot: ...
 
@@ -106,8 +116,14 @@ class Datastore(Protocol):
         """This node's record: the one it held before if still its own, else a new one."""
         ...
 
-    async def renew(self) -> None: ...
+    async def renew(self) -> None:
+        """Keep this node's record alive (etcd: its lease); DatastoreError on failure."""
+        ...
 
-    async def release(self) -> None: ...
+    async def restore(self) -> PeerRecord:
+        """This node's record was deleted (or expired): put it back, or — where the agent
+        cannot write it (a Node object) — wait until it is back. The subnet may differ
+        if another node took it meanwhile."""
+        ...
 
     async def close(self) -> None: ...

@@ -17,7 +17,6 @@ from plainnet.ipam.errors import (
 )
 from plainnet.ipam.node_subnets import NodeSubnetAllocator, SubnetPool
 from plainnet.ipam.pod_addresses import (
-    MemoryPodAddressStore,
     PodAddressAllocator,
     PodAddressState,
     PodAddressStore,
@@ -27,7 +26,6 @@ from plainnet.ipam.pod_addresses import (
 __all__ = [
     "AddressExhaustedError",
     "IpamError",
-    "MemoryPodAddressStore",
     "NodeSubnetAllocator",
     "PodAddressAllocator",
     "PodAddressState",

@@ -17,8 +17,7 @@ is idempotent per (container id, interface name): a retried ADD gets the same ad
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Protocol
@@ -62,19 +61,6 @@ class PodAddressStore(Protocol):
         """Exclusive access to the state; changes are committed when the block exits
         normally and discarded when it raises."""
         ...
-
-
-class MemoryPodAddressStore:
-    """A store that keeps the state in memory: for tests and single-process use."""
-
-    def __init__(self) -> None:
-        self.state = PodAddressState()
-
-    @contextmanager
-    def transaction(self) -> Iterator[PodAddressState]:
-        working = PodAddressState(dict(self.state.reservations), self.state.last_reserved)
-        yield working
-        self.state = working
 
 
 def first_usable(subnet: IPNetwork) -> IPAddress:

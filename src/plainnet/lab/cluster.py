@@ -25,16 +25,16 @@ from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
-from plainnet.agent.node_state import NodeState, read_node_state
 from plainnet.cni.install import CONFLIST, install
 from plainnet.errors import PlainnetError
 from plainnet.ipam.types import IPAddress
 from plainnet.lab import netns
 from plainnet.lab.builder import STATE_DIR, Lab
 from plainnet.lab.cni_runtime import CniCallError, CniRuntime
-from plainnet.lab.etcd_server import EtcdServer
-from plainnet.lab.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, Host, Topology
+from plainnet.node_state import NodeState, read_node_state
+from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 
 ETCD_PORT = 2379
 KUBE_API_PORT = 6443

@@ -25,7 +25,7 @@ from typing import Any
 
 from plainnet.errors import PlainnetError
 from plainnet.lab import netns
-from plainnet.lab.etcd_server import free_port
+from plainnet.testing.etcd_server import free_port
 
 OPENSSL = "/usr/bin/openssl"
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-kube.sh"

@@ -2,10 +2,9 @@
 
 from ipaddress import ip_address, ip_network
 
-from plainnet.agent.netlink import KernelNexthop, KernelRoute
-from plainnet.agent.reconcile import (
+from plainnet.agent.kernel_model import DesiredRoute, KernelNexthop, KernelRoute
+from plainnet.agent.plan import (
     NEXTHOP_ID_BASE,
-    DesiredRoute,
     KernelState,
     apply_plan_to_state,
     plan_changes,

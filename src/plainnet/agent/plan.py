@@ -1,61 +1,41 @@
-"""The difference between the routes the agent wants and those the kernel holds. Pure.
+"""The one plan: the difference between the kernel state the agent wants (routes, and
+where a backend has them, neighbour and FDB entries) and what the kernel holds. Pure.
 
 Kernel layout: one nexthop object per (gateway, device) — ``ip nexthop`` with
 plainnet's protocol — and one route per peer subnet pointing at it by id. The diff
-works on sets and dicts, never on nested scans, so it is O(n) in the number of routes.
+works on sets and dicts, never on nested scans, so it is O(n) in the number of routes,
+or O(changes) for an incremental pass that names what can differ.
 
-Order of a :class:`Plan` when applied: create nexthops, add or re-point routes, delete
-routes, delete nexthops — a route moving to a new gateway is never without one.
+Order of a :class:`Plan` when applied: set neighbour and FDB entries, create nexthops,
+add or re-point routes, delete routes, delete nexthops, delete stale entries — a route
+is never without its nexthop, nor a nexthop without the entries that make its gateway
+reachable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from plainnet.agent.netlink import KernelNexthop, KernelRoute
+from plainnet.agent.kernel_model import (
+    DesiredRoute,
+    FdbKey,
+    KernelNexthop,
+    KernelRoute,
+    LinkEntries,
+    NeighbourKey,
+    NexthopKey,
+    nexthop_key,
+)
 from plainnet.ipam.types import IPAddress, IPNetwork
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: Nexthop ids plainnet picks start here ("PN" in the high half). Ids are shared by
 #: everything in a namespace, so a new id is always checked against all existing ones.
 NEXTHOP_ID_BASE = 0x504E0000
-
-#: (IP version, gateway as an int, ifindex): plain ints, because ``ipaddress`` objects
-#: hash in Python code and a resync hashes every key several times.
-NexthopKey = tuple[int, int, int]
-
-
-def nexthop_key(gateway: IPAddress, ifindex: int) -> NexthopKey:
-    return (gateway.version, int(gateway), ifindex)
-
-
-@dataclass(frozen=True)
-class Vtep:
-    """A peer's VXLAN endpoint: its device's MAC and the node address frames go to."""
-
-    mac: str
-    underlay: IPAddress
-
-
-@dataclass(frozen=True)
-class DesiredRoute:
-    destination: IPNetwork
-    gateway: IPAddress
-    ifindex: int
-    node: str  # for log lines
-    #: Set for a route through the VXLAN device: ``gateway`` is then the peer's VTEP
-    #: address, reached through the permanent neighbour and FDB entries for this VTEP.
-    vtep: Vtep | None = None
-    nexthop: NexthopKey = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "nexthop", nexthop_key(self.gateway, self.ifindex))
-
-    @property
-    def onlink(self) -> bool:
-        """An IPv4 VTEP gateway is covered by no connected route: the nexthop is marked
-        "onlink". (IPv6 VTEP gateways are link-local, always on-link.)"""
-        return self.vtep is not None and not self.gateway.is_link_local
 
 
 @dataclass
@@ -69,34 +49,56 @@ class KernelState:
     nexthop_ids: dict[NexthopKey, int] = field(default_factory=dict)
     #: Where the search for a free nexthop id continues (ids are handed out in order).
     next_id_hint: int = NEXTHOP_ID_BASE
+    #: Permanent neighbour and FDB entries of the backend's devices.
+    entries: LinkEntries = field(default_factory=LinkEntries)
 
 
 @dataclass
 class Plan:
+    """Applied in field order (see the module doc). A MAC whose FDB destination changes
+    is cleared (``reset_fdb``) just before it is set again, so exactly the wanted
+    destination remains."""
+
+    set_neighbours: list[tuple[NeighbourKey, str]] = field(default_factory=list)
+    reset_fdb: list[FdbKey] = field(default_factory=list)
+    set_fdb: list[tuple[FdbKey, IPAddress]] = field(default_factory=list)
     #: (id, gateway, ifindex, onlink)
     create_nexthops: list[tuple[int, IPAddress, int, bool]] = field(default_factory=list)
     add_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
     replace_routes: list[tuple[IPNetwork, int, DesiredRoute]] = field(default_factory=list)
     delete_routes: list[KernelRoute] = field(default_factory=list)
     delete_nexthops: list[int] = field(default_factory=list)
+    delete_fdb: list[FdbKey] = field(default_factory=list)
+    delete_neighbours: list[NeighbourKey] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return any(
-            (
-                self.create_nexthops,
-                self.add_routes,
-                self.replace_routes,
-                self.delete_routes,
-                self.delete_nexthops,
-            )
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
+
+    @property
+    def route_changes(self) -> int:
+        return len(self.add_routes) + len(self.replace_routes) + len(self.delete_routes)
+
+    @property
+    def entry_changes(self) -> int:
+        return (
+            len(self.set_neighbours)
+            + len(self.set_fdb)
+            + len(self.delete_fdb)
+            + len(self.delete_neighbours)
         )
 
     def summary(self) -> str:
-        return (
+        text = (
             f"+{len(self.add_routes)} routes, ~{len(self.replace_routes)} re-pointed, "
             f"-{len(self.delete_routes)} routes, +{len(self.create_nexthops)}/"
             f"-{len(self.delete_nexthops)} nexthops"
         )
+        if self.entry_changes:
+            text += (
+                f", +{len(self.set_neighbours)}/-{len(self.delete_neighbours)} neighbours, "
+                f"+{len(self.set_fdb)}/-{len(self.delete_fdb)} FDB entries"
+            )
+        return text
 
 
 def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState) -> Plan:
@@ -182,6 +184,45 @@ def plan_subset(
     return plan
 
 
+def plan_entries(
+    plan: Plan,
+    desired: LinkEntries,
+    kernel: LinkEntries,
+    touched: tuple[set[NeighbourKey], set[FdbKey]] | None = None,
+) -> None:
+    """Add the entry differences to ``plan``, as dict operations: O(n), or O(changes)
+    when ``touched`` names the only neighbour and FDB keys that can differ. A MAC whose
+    kernel entry has a wrong or an extra destination is cleared and set again."""
+    neighbours = (
+        desired.neighbours.keys() | kernel.neighbours.keys() if touched is None else touched[0]
+    )
+    plan.set_neighbours, plan.delete_neighbours = _differences(
+        neighbours, desired.neighbours, kernel.neighbours
+    )
+    macs = desired.fdb.keys() | kernel.fdb.keys() if touched is None else touched[1]
+    changed, plan.delete_fdb = _differences(macs, desired.fdb, kernel.fdb)
+    for key, destinations in changed:
+        if kernel.fdb.get(key):
+            plan.reset_fdb.append(key)
+        plan.set_fdb.extend((key, destination) for destination in sorted(destinations))
+
+
+def _differences(
+    keys: Iterable[K], desired: Mapping[K, V], kernel: Mapping[K, V]
+) -> tuple[list[tuple[K, V]], list[K]]:
+    """Of ``keys``: those whose wanted value the kernel lacks (with that value), and
+    those the kernel holds but nobody wants."""
+    changed, unwanted = [], []
+    for key in keys:
+        want = desired.get(key)
+        if want is None:
+            if key in kernel:
+                unwanted.append(key)
+        elif want != kernel.get(key):
+            changed.append((key, want))
+    return changed, unwanted
+
+
 def _free_ids(kernel: KernelState) -> Iterator[int]:
     """Ids nobody uses, from where the last search stopped (wrapping once to the base), so
     handing out k ids costs O(k), not O(ids in use)."""
@@ -198,6 +239,15 @@ def apply_plan_to_state(
 ) -> None:
     """Update a cached :class:`KernelState` with what a successfully applied plan did,
     so the next pass can diff without a dump. ``failed`` routes are left out."""
+    entries = kernel.entries
+    for key, mac in plan.set_neighbours:
+        entries.neighbours[key] = mac
+    for key in plan.delete_neighbours:
+        entries.neighbours.pop(key, None)
+    for key in plan.reset_fdb + plan.delete_fdb:
+        entries.fdb.pop(key, None)
+    for key, destination in plan.set_fdb:
+        entries.fdb[key] = entries.fdb.get(key, frozenset()) | {destination}
     for nexthop_id, gateway, ifindex, onlink in plan.create_nexthops:
         kernel.nexthops[nexthop_id] = KernelNexthop(nexthop_id, gateway, ifindex, protocol, onlink)
         kernel.used_nexthop_ids.add(nexthop_id)

@@ -1,14 +1,17 @@
-"""The facts this node publishes for the CNI plugin: ``<run dir>/subnet.json``.
+"""The facts this node's agent hands to its CNI side: the node's pod subnet(s), the
+cluster CIDR(s) (traffic leaving them is masqueraded), the MTU for pod interfaces.
 
-The plugin reads it to learn the node's pod subnet(s), the cluster CIDR(s) (traffic
-leaving them is masqueraded) and the MTU for pod interfaces. It is written atomically
-(temporary file, fsync, rename), so a reader never sees half of it. The agent also
-reads its own previous file at start, to reclaim the subnet it had.
+Neutral ground between the agent and the CNI plugin, which never import each other:
+the composition root (``plainnet agent``) gives the agent a :class:`NodeStatePublisher`
+and the CNI server its ``current``. The file ``<run dir>/subnet.json`` is written
+atomically (temporary file, fsync, rename), so a reader never sees half of it; the
+agent reads its own previous file at start, to reclaim the subnet it had.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -17,6 +20,8 @@ from pathlib import Path
 from plainnet.ipam.types import IPNetwork
 
 FILE_NAME = "subnet.json"
+
+log = logging.getLogger("plainnet.node_state")
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,21 @@ def read_node_state(run_dir: Path) -> NodeState | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+class NodeStatePublisher:
+    """The agent's hand-over of this node's facts: kept in memory for the CNI server
+    running beside it (no file read per request), and written to ``subnet.json`` for
+    the next start and for tools. Thread-safe to read: one reference, replaced whole."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._current: NodeState | None = None
+
+    def publish(self, state: NodeState) -> None:
+        path = write_node_state(self.run_dir, state)
+        self._current = state
+        log.info("wrote %s", path)
+
+    def current(self) -> NodeState | None:
+        return self._current

@@ -3,8 +3,8 @@
 A device is a handful of requests made rarely (at start, after a link event, on a
 resync), so it goes through pyroute2 like the lab and the CNI plugin; the per-peer bulk
 (routes, neighbour and FDB entries) goes through :mod:`plainnet.agent.netlink`.
-pyroute2's synchronous API refuses to run inside a running asyncio loop, so the agent
-calls these functions on a worker thread (:class:`DeviceWorker`) — and imports this
+pyroute2's synchronous API refuses to run inside a running asyncio loop; the
+reconciler runs these functions on its kernel thread — and the backend imports this
 module only when it needs a device, so a host-gw agent never loads pyroute2.
 
 A device whose VNI, port, local address or uplink differ from the wanted ones is
@@ -18,21 +18,31 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from ipaddress import ip_interface
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from plainnet.agent.backends.vxlan import VxlanDeviceSpec
 from plainnet.errors import PlainnetError
 from plainnet.interfaces import add_address
+from plainnet.ipam.types import IPAddress
 
 log = logging.getLogger("plainnet.agent.vxlan")
 
-T = TypeVar("T")
+
+@dataclass(frozen=True)
+class VxlanDeviceSpec:
+    name: str
+    vni: int
+    port: int
+    local: IPAddress  # this node's underlay address
+    uplink_ifindex: int
+    mac: str
+    mtu: int
+    #: This node's VTEP addresses (pod subnets' network addresses, /32 and /128).
+    addresses: tuple[IPv4Interface | IPv6Interface, ...]
 
 
 def _identity(spec: VxlanDeviceSpec) -> dict[str, Any]:
@@ -125,17 +135,3 @@ def remove_device(name: str) -> bool:
                 raise
         log.info("removed %s", name)
         return True
-
-
-class DeviceWorker:
-    """One thread on which pyroute2 calls run, so the agent's asyncio loop can make
-    them: ``worker.call(ensure_device, spec)`` blocks until done (milliseconds)."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pyroute2")
-
-    def call(self, function: Callable[..., T], *args: Any) -> T:
-        return self._pool.submit(function, *args).result()
-
-    def close(self) -> None:
-        self._pool.shutdown()

@@ -1,0 +1,380 @@
+"""The agent's reactor: signals, tasks, retries and a clean shutdown.
+
+Everything that can change what the kernel should hold only *marks the agent dirty*,
+with the trigger's name: a datastore change, a relevant netlink event, the periodic
+resync, a retry. One reconcile task runs a pass for all triggers gathered meanwhile,
+so a burst of changes costs one pass — and a restart at any moment converges to the
+same state as never stopping.
+
+The tasks, each a loop that only cancellation ends:
+
+- **start-up** (:mod:`.startup`), retried with backoff while the datastore is away;
+  a signal during start-up ends it at once;
+- **observation** (:mod:`.observation`): list and watch the records;
+- **reconcile** (:mod:`.reconciler`): one pass at a time;
+- **netlink**: kernel notifications, filtered to those that matter;
+- **resync**: a full pass (fresh kernel read) every ``resync_seconds``;
+- **renew**: keep this node's lease alive; a failed renewal is retried with backoff,
+  well before the TTL runs out;
+- **guard**: this node's own record deleted or gone — put it back (etcd), or wait for
+  it to return (Kubernetes);
+- **lag**: measures how late the loop runs timers (``plainnet_event_loop_lag_seconds``).
+
+A loop that fails unexpectedly (a bug) is logged with its traceback and started again
+after a backoff: nothing a peer writes, and no failure of the datastore or the kernel,
+stops the agent. The data plane never depends on the control plane: with the
+datastore unreachable, the agent keeps the last records it had (and so the routes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from plainnet.agent import netlink
+from plainnet.agent.backends import all_device_names
+from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.metrics import AgentMetrics
+from plainnet.agent.observation import Observation
+from plainnet.agent.reconciler import Kernel, KernelWorker, Reconciler
+from plainnet.agent.startup import AgentSettings, NodeContext, node_context, start_node
+from plainnet.datastore.records import Datastore, DatastoreError
+from plainnet.errors import PlainnetError
+from plainnet.node_state import NodeState
+from plainnet.retry import Backoff
+
+log = logging.getLogger("plainnet.agent")
+
+#: Longest wait between retries of an unreachable datastore.
+MAX_BACKOFF_SECONDS = 5.0
+#: How often the lag monitor's timer is due.
+LAG_TICK_SECONDS = 0.25
+
+
+@dataclass
+class Dirty:
+    """Why the next pass runs; the event wakes the reconcile task."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    triggers: set[str] = field(default_factory=set)
+
+    def mark(self, trigger: str) -> None:
+        self.triggers.add(trigger)
+        self.event.set()
+
+    async def take(self) -> set[str]:
+        await self.event.wait()
+        self.event.clear()
+        triggers, self.triggers = self.triggers, set()
+        return triggers
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        datastore: Datastore,
+        kernel: Kernel,
+        metrics: AgentMetrics | None = None,
+        publish: Callable[[NodeState], None] | None = None,
+    ) -> None:
+        """``publish``: hands this node's facts to the CNI side (and writes them for
+        restarts); called after the claim, and again should the subnet change."""
+        self.settings = settings
+        self.datastore = datastore
+        self.kernel = kernel
+        self.metrics = metrics or AgentMetrics()
+        self.publish = publish or (lambda state: None)
+        self.dirty = Dirty()
+        self.worker = KernelWorker()
+        retry = settings.retry_seconds
+        self.observation = Observation(
+            datastore, self.metrics, self.dirty.mark, Backoff(retry, MAX_BACKOFF_SECONDS)
+        )
+        self.node: NodeContext | None = None
+        self.reconciler: Reconciler | None = None
+        self._own_missing = asyncio.Event()
+        self.observation.on_own_missing = self._own_missing.set
+        self._last_pass_ok = 0.0
+        self._last_error: str | None = None
+
+    @property
+    def passes(self) -> int:
+        return self.reconciler.passes if self.reconciler else 0
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start up and run until ``stop`` is set; start-up itself is cancellable."""
+        try:
+            starting = asyncio.create_task(self._start(), name="start-up")
+            stopping = asyncio.create_task(stop.wait(), name="stop")
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                log.info("stopped during start-up")
+                return
+            stopping.cancel()
+            starting.result()  # a PlainnetError: the configuration cannot work
+            await self._run_loops(stop)
+            log.info("stopped; routes stay in place")
+        finally:
+            await self._close()
+
+    async def _run_loops(self, stop: asyncio.Event) -> None:
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "reconcile": self._reconcile_loop,
+            "observation": self.observation.run,
+            "netlink": self._netlink_loop,
+            "resync": self._resync_loop,
+            "renew": self._renew_loop,
+            "guard": self._guard_loop,
+            "lag": self._lag_loop,
+        }
+        tasks = [
+            asyncio.create_task(self._supervised(name, loop), name=name)
+            for name, loop in loops.items()
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` for ever: one that fails (a bug) is logged and started again."""
+        backoff = Backoff(self.settings.retry_seconds, 30.0)
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the %s loop failed; restarting it in %.1fs", name, backoff.upcoming)
+                self._last_error = f"{name} loop failed"
+                await backoff.sleep()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.datastore.close()
+        self.worker.close()
+        self.kernel.close()
+
+    # --- start-up ------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Claim this node's subnet, publish it, read all peers. Waits for the datastore:
+        a node that boots while etcd is away joins as soon as it is back."""
+        backoff = Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS)
+        while True:
+            try:
+                local, mtus = await self.worker.call(self._read_interfaces)
+                node = await start_node(self.settings, self.datastore, local, mtus)
+                self._adopt(node)
+                for problem in await self.worker.call(self.kernel.enable_forwarding):
+                    log.error("%s", problem)
+                self.observation.own_key = node.own.key
+                await self.observation.relist()
+                return
+            except DatastoreError as exc:
+                self.metrics.datastore_errors.inc()
+                log.warning("%s; retrying in %.1fs", exc, backoff.upcoming)
+                await backoff.sleep()
+
+    def _read_interfaces(self) -> tuple[list[LocalNetwork], dict[int, int]]:
+        """On the kernel thread: this node's networks and their interfaces' MTUs."""
+        local = self.kernel.local_networks(all_device_names())
+        return local, {n.ifindex: self.kernel.interface_mtu(n.ifindex) for n in local}
+
+    def _adopt(self, node: NodeContext) -> None:
+        """Make ``node`` this agent's context: publish it and (re)build the reconciler."""
+        previous = self.node
+        self.node = node
+        self.publish(node.state)
+        log.info(
+            "node %s owns %s (%s)",
+            node.own.node,
+            ", ".join(map(str, node.own.subnets)),
+            node.own.key,
+        )
+        if self.reconciler is None:
+            self.reconciler = Reconciler(
+                node.identity,
+                node.own,
+                node.backend,
+                node.cluster_cidrs,
+                self.kernel,
+                self.worker,
+                self.metrics,
+                self.settings.protocol,
+            )
+        else:
+            self.reconciler.adopt(node.own, node.identity)
+        if previous is not None and previous.own.subnets != node.own.subnets:
+            log.error(
+                "this node's subnet changed from %s to %s: pods with addresses from the "
+                "old subnet must be recreated",
+                ", ".join(map(str, previous.own.subnets)),
+                ", ".join(map(str, node.own.subnets)),
+            )
+        self.dirty.mark("start")
+
+    # --- the loops -----------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        assert self.reconciler is not None
+        reconciler = self.reconciler
+        observation = self.observation
+        while True:
+            triggers = await self.dirty.take()
+            try:
+                refused = await reconciler.run_pass(
+                    triggers, observation.take_changed, observation.records
+                )
+            except Exception as exc:
+                reconciler.forget()
+                delay = reconciler.retry_backoff.delay()
+                self._last_error = f"reconcile failed: {exc}"
+                if isinstance(exc, PlainnetError):  # explained: one line, no traceback
+                    log.error("%s; retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("reconcile failed; retrying in %.1fs", delay)
+                self._retry_later(delay)
+                continue
+            self._last_pass_ok = time.monotonic()
+            self._last_error = None
+            if refused:
+                self._retry_later(reconciler.retry_backoff.delay())
+
+    def _retry_later(self, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.dirty.mark, "retry")
+
+    async def _netlink_loop(self) -> None:
+        assert self.reconciler is not None
+        reconciler = self.reconciler
+        sock = self.kernel.event_socket()
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(sock.fileno(), readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                relevant = False
+                while True:
+                    try:
+                        data = sock.recv(netlink.RECV_SIZE)
+                    except BlockingIOError:
+                        break
+                    except OSError:  # ENOBUFS: events were lost; assume the worst
+                        relevant = True
+                        continue
+                    relevant = relevant or netlink.event_needs_reconcile(
+                        data, self.settings.protocol, reconciler.events
+                    )
+                if relevant:
+                    reconciler.snapshot.invalidate()
+                    self.dirty.mark("kernel")
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.dirty.mark("resync")
+
+    async def _renew_loop(self) -> None:
+        """Renew every ``renew_seconds``; a failure is retried with backoff capped far
+        below the interval, so many tries fit before the TTL runs out."""
+        renew = self.settings.renew_seconds
+        backoff = Backoff(self.settings.retry_seconds, max(min(30.0, renew / 10), 0.1))
+        while True:
+            await asyncio.sleep(renew)
+            while True:
+                try:
+                    await self.datastore.renew()
+                    self.metrics.lease_renewals.labels("ok").inc()
+                    backoff.reset()
+                    break
+                except DatastoreError as exc:
+                    self.metrics.lease_renewals.labels("failed").inc()
+                    log.warning(
+                        "could not renew this node's lease: %s; retrying in %.1fs",
+                        exc,
+                        backoff.upcoming,
+                    )
+                    await backoff.sleep()
+
+    async def _guard_loop(self) -> None:
+        """Put this node's record back whenever it goes missing."""
+        backoff = Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS)
+        while True:
+            await self._own_missing.wait()
+            self._own_missing.clear()
+            assert self.node is not None
+            log.warning("this node's record %s was deleted; putting it back", self.node.own.key)
+            while True:
+                try:
+                    own = await self.datastore.restore()
+                    break
+                except DatastoreError as exc:
+                    log.warning(
+                        "could not put this node's record back: %s; retrying in %.1fs",
+                        exc,
+                        backoff.upcoming,
+                    )
+                    await backoff.sleep()
+            backoff.reset()
+            self.metrics.own_record_restores.inc()
+            node = self.node
+            if own != node.own or own.key != node.own.key:
+                self._adopt(
+                    node_context(node.identity, own, node.backend, node.cluster_cidrs, node.claim)
+                )
+                self.observation.own_key = own.key
+
+    async def _lag_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_TICK_SECONDS
+            await asyncio.sleep(LAG_TICK_SECONDS)
+            self.metrics.loop_lag.observe(max(loop.time() - due, 0.0))
+
+    # --- health --------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if self._last_error:
+            return False, self._last_error
+        if not self._last_pass_ok:
+            return False, "starting"
+        stale = time.monotonic() - self._last_pass_ok > 3 * self.settings.resync_seconds + 5
+        if stale:
+            return False, "no reconcile pass for too long"
+        datastore = "up" if self.metrics.datastore_up._value.get() else "unreachable"
+        return True, f"ok (datastore {datastore}, {self.passes} passes)"
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` in a new event loop; SIGTERM and SIGINT set ``stop``. The
+    handlers are installed before anything else runs, so a signal during start-up —
+    while waiting for a datastore that is not there — ends the process at once."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

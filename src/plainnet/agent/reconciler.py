@@ -1,0 +1,320 @@
+"""One level-triggered pass at a time: desired state from all records, diff against
+the kernel, apply.
+
+The reconciler owns the kernel snapshot — what the kernel holds of plainnet's, and
+the routing context it was read with (this node's networks, the backend's links) —
+and invalidates it in one place (:meth:`KernelSnapshot.invalidate`): on a resync, a
+relevant netlink event, a kernel refusal or a failed pass. A pass with a valid snapshot
+diffs against it without a dump and updates it with what it changed.
+
+When the only news is a few changed records, the peer view is updated for those alone
+(:meth:`~plainnet.agent.peer_view.PeerView.update` guarantees the result of a rebuild,
+or declines) and only their routes and entries are planned; everything else is a full
+pass.
+
+Kernel work — dumps, batched applies, backend devices — runs on one worker thread, so
+the asyncio loop keeps reading datastore and netlink events while the kernel works;
+the pure computation in between stays on the loop (it is what decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import socket
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from plainnet.agent.backends import all_device_names, other_backends
+from plainnet.agent.backends.base import Backend, NodeIdentity, RoutingContext
+from plainnet.agent.kernel_model import KernelRefusal, LinkEntries
+from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.metrics import AgentMetrics
+from plainnet.agent.netlink import EventFilter
+from plainnet.agent.peer_view import PeerView
+from plainnet.agent.plan import (
+    KernelState,
+    Plan,
+    apply_plan_to_state,
+    plan_changes,
+    plan_entries,
+    plan_subset,
+)
+from plainnet.agent.validation import Refusal
+from plainnet.datastore.records import PeerRecord, Record
+from plainnet.ipam.types import IPNetwork
+from plainnet.retry import Backoff
+
+log = logging.getLogger("plainnet.agent")
+
+T = TypeVar("T")
+
+#: Changes listed one per log line up to this many; beyond, a summary line.
+DETAILED_LOG_LIMIT = 20
+#: Passes with more changed records than this are full passes (as cheap by then).
+INCREMENTAL_LIMIT = 256
+
+
+class Kernel(Protocol):
+    """What the reconciler needs of the kernel (:class:`~plainnet.agent.kernel.KernelRoutes`
+    in the agent; a fake in the loop's unit tests)."""
+
+    def read_state(self) -> KernelState: ...
+
+    def read_entries(self, devices: Iterable[int]) -> LinkEntries: ...
+
+    def apply(self, plan: Plan) -> list[KernelRefusal]: ...
+
+    def local_networks(self, own_devices: Collection[str] = ()) -> list[LocalNetwork]: ...
+
+    def link_index(self, name: str) -> int | None: ...
+
+    def event_socket(self) -> socket.socket: ...
+
+    def interface_mtu(self, ifindex: int) -> int: ...
+
+    def enable_forwarding(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class KernelWorker:
+    """The one thread kernel work runs on (the lean netlink socket is not thread-safe,
+    and pyroute2's synchronous API refuses to run inside the asyncio loop)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kernel")
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    def close(self) -> None:
+        """Wait for the running request (a batch is never cut in half), then stop."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class KernelSnapshot:
+    """The kernel side of the last pass; ``state`` None: read it afresh next pass."""
+
+    state: KernelState | None = None
+    context: RoutingContext | None = None
+    generation: int = 0
+
+    def invalidate(self) -> None:
+        self.state = None
+        self.context = None
+        self.generation += 1
+
+    def store(self, state: KernelState, context: RoutingContext, generation: int) -> None:
+        """Keep what a pass read — unless it was invalidated while being read."""
+        if generation == self.generation:
+            self.state, self.context = state, context
+
+
+class Reconciler:
+    def __init__(
+        self,
+        node: NodeIdentity,
+        own: PeerRecord,
+        backend: Backend,
+        cluster_cidrs: list[IPNetwork],
+        kernel: Kernel,
+        worker: KernelWorker,
+        metrics: AgentMetrics,
+        protocol: int,
+    ) -> None:
+        self.node = node
+        self.own = own
+        self.backend = backend
+        self.cluster_cidrs = cluster_cidrs
+        self.kernel = kernel
+        self.worker = worker
+        self.metrics = metrics
+        self.protocol = protocol
+        self.snapshot = KernelSnapshot()
+        self.view: PeerView | None = None
+        self.passes = 0
+        #: Backs off retries after kernel refusals and failed passes.
+        self.retry_backoff = Backoff(first=1.0, limit=30.0)
+        self.events = EventFilter(cluster=tuple(cluster_cidrs))
+        self._reported: set[tuple[str, str]] = set()
+        self._own_devices = all_device_names()
+        self._others = other_backends(backend)
+
+    def adopt(self, own: PeerRecord, node: NodeIdentity) -> None:
+        """This node's record or identity changed (restored under another subnet):
+        every decision may depend on it."""
+        self.own, self.node = own, node
+        self.view = None
+        self.snapshot.invalidate()
+
+    def forget(self) -> None:
+        """After a failed pass: nothing half-updated survives it."""
+        self.view = None
+        self.snapshot.invalidate()
+
+    # --- one pass ------------------------------------------------------------------------
+
+    async def run_pass(
+        self, triggers: set[str], take_changed: Callable[[], set[str] | None], records: Mapping
+    ) -> bool:
+        """One pass; returns whether the kernel refused something (retry later)."""
+        started = time.perf_counter()
+        if "resync" in triggers:
+            self.snapshot.invalidate()
+        fresh = self.snapshot.state is None
+        if fresh:
+            generation = self.snapshot.generation
+            context, state = await self.worker.call(self._read_kernel)
+            self.snapshot.store(state, context, generation)
+        else:
+            assert self.snapshot.context is not None and self.snapshot.state is not None
+            context, state = self.snapshot.context, self.snapshot.state
+        # Records are read from here on without an await in between: one consistent view.
+        changed = take_changed()
+        view, touched = self._view_for(context, records, changed)
+        if touched is None or changed:
+            self._report_refusals(list(view.refusals.values()))
+        if touched is None or fresh:
+            plan = plan_changes(view.desired, state)
+            plan_entries(plan, view.entries, state.entries)
+        else:
+            plan = plan_subset(view.desired, state, touched, view.nexthop_refs)
+            entries_touched = view.touched_entries if changed else (set(), set())
+            plan_entries(plan, view.entries, state.entries, entries_touched)
+        refused = False
+        if plan:
+            refusals = await self.worker.call(self.kernel.apply, plan)
+            failed_routes = {r.subject for r in refusals if r.kind == "route"}
+            apply_plan_to_state(plan, state, failed_routes, self.protocol)  # type: ignore[arg-type]
+            self._log_plan(plan, refusals)
+            self._count(plan)
+            if refusals:
+                self.metrics.kernel_errors.inc(len(refusals))
+                self.snapshot.invalidate()
+                refused = True
+        if fresh:
+            removed = await self.worker.call(self._remove_leftovers)
+            for name in removed:
+                log.info("removed %s: this node now runs %s", name, self.backend.name)
+        self.passes += 1
+        for trigger in triggers:
+            self.metrics.reconciles.labels(trigger).inc()
+        self.metrics.peers.labels("accepted").set(len(view.accepted))
+        self.metrics.peers.labels("refused").set(len(view.refusals))
+        self.metrics.routes.set(len(state.routes))
+        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        if not refused:
+            self.retry_backoff.reset()
+        if touched is None:  # a full pass: the old view and its garbage are gone
+            release_free_memory()
+        return refused
+
+    def _read_kernel(self) -> tuple[RoutingContext, KernelState]:
+        """On the kernel thread: prepare the backend's devices, read this node's
+        networks and everything of plainnet's."""
+        links = self.backend.prepare(self.node, self.kernel)
+        local = tuple(self.kernel.local_networks(self._own_devices))
+        context = RoutingContext(self.backend, local, links)
+        previous = self.view.context if self.view is not None else None
+        if previous == context:
+            context = previous  # an unchanged context keeps the view
+        state = self.kernel.read_state()
+        state.entries = self.kernel.read_entries(self.backend.entry_devices(links))
+        self.events = EventFilter(
+            links=frozenset(self._underlay_links(local)) | self.backend.entry_devices(links),
+            cluster=tuple(self.cluster_cidrs),
+            entry_devices=self.backend.entry_devices(links),
+        )
+        return context, state
+
+    def _underlay_links(self, local: Iterable[LocalNetwork]) -> set[int]:
+        """Interfaces with a network outside the pod address space: the underlay. A pod
+        bridge holds only pod subnets; its ports coming and going is pod churn."""
+        return {
+            network.ifindex
+            for network in local
+            if not any(
+                network.network.version == c.version and network.network.subnet_of(c)  # type: ignore[arg-type]
+                for c in self.cluster_cidrs
+            )
+        } | {self.node.uplink.ifindex}
+
+    def _remove_leftovers(self) -> list[str]:
+        """Devices of backends this node no longer runs, now that routes are off them."""
+        return [name for other in self._others for name in other.remove(self.kernel)]
+
+    def _view_for(
+        self, context: RoutingContext, records: Mapping[str, Record], changed: set[str] | None
+    ) -> tuple[PeerView, set[IPNetwork] | None]:
+        view, touched = self.view, None
+        if (
+            view is not None
+            and changed is not None
+            and view.context is context
+            and len(changed) <= INCREMENTAL_LIMIT
+        ):
+            touched = view.update(records, changed) if changed else set()
+        if touched is None:
+            view = PeerView(self.own, self.cluster_cidrs, context)
+            view.rebuild(records)
+            self.view = view
+        assert view is not None
+        return view, touched
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def _report_refusals(self, refusals: list[Refusal]) -> None:
+        current = {(r.key, r.detail) for r in refusals}
+        for refusal in refusals:
+            if (refusal.key, refusal.detail) not in self._reported:
+                log.warning("%s", refusal.log_line())
+                self.metrics.refused.labels(refusal.reason).inc()
+        self._reported = current
+
+    def _count(self, plan: Plan) -> None:
+        self.metrics.route_changes.labels("add").inc(len(plan.add_routes))
+        self.metrics.route_changes.labels("replace").inc(len(plan.replace_routes))
+        self.metrics.route_changes.labels("delete").inc(len(plan.delete_routes))
+        changes = self.metrics.entry_changes
+        changes.labels("neighbour", "set").inc(len(plan.set_neighbours))
+        changes.labels("neighbour", "delete").inc(len(plan.delete_neighbours))
+        changes.labels("fdb", "set").inc(len(plan.set_fdb))
+        changes.labels("fdb", "delete").inc(len(plan.delete_fdb) + len(plan.reset_fdb))
+
+    def _log_plan(self, plan: Plan, refusals: list[KernelRefusal]) -> None:
+        for refusal in refusals[:DETAILED_LOG_LIMIT]:
+            log.warning("kernel refused %s", refusal.message)
+        if len(refusals) > DETAILED_LOG_LIMIT:
+            log.warning("kernel refused %d more requests", len(refusals) - DETAILED_LOG_LIMIT)
+        if plan.entry_changes:
+            log.info("link-layer entries changed: %s", plan.summary())
+        if plan.route_changes > DETAILED_LOG_LIMIT:
+            log.info("routes changed: %s", plan.summary())
+            return
+        refused = {r.subject for r in refusals if r.kind == "route"}
+        for destination, _, route in plan.add_routes:
+            if destination not in refused:
+                log.info("route added: %s via %s (node %s)", destination, route.gateway, route.node)
+        for destination, _, route in plan.replace_routes:
+            log.info(
+                "route re-pointed: %s via %s (node %s)", destination, route.gateway, route.node
+            )
+        for route in plan.delete_routes:
+            log.info("route removed: %s (no valid peer record holds it)", route.destination)
+
+
+def release_free_memory() -> None:
+    """Give memory freed after a full pass (the etcd list, parsed records, the old view)
+    back to the system: glibc keeps freed heap otherwise, and a long-running agent's
+    resident size would stay at its start-up peak."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -1,0 +1,119 @@
+"""Start-up: from settings and a datastore to this node's context.
+
+Read the cluster's network config, load its backend, find this node's address and
+uplink, claim the node's subnet (reclaiming the previous one after a restart), publish
+the node's facts for the CNI plugin, turn on forwarding, read every record. Each step
+that talks to the datastore may fail and is retried by the caller; a configuration
+that cannot work (an unknown backend, a node address on no interface) is a
+:class:`~plainnet.errors.PlainnetError` that ends start-up with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from plainnet.agent import ROUTE_PROTOCOL
+from plainnet.agent.backends import load_backend
+from plainnet.agent.backends.base import Backend, NodeIdentity
+from plainnet.agent.local_networks import LocalNetwork, on_link_network
+from plainnet.datastore.records import Datastore, NodeClaim, PeerRecord
+from plainnet.errors import PlainnetError
+from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.node_state import NodeState, read_node_state
+
+log = logging.getLogger("plainnet.agent")
+
+
+@dataclass
+class AgentSettings:
+    node_name: str
+    node_addresses: tuple[IPAddress, ...] = ()
+    run_dir: Path = Path("/run/plainnet")
+    resync_seconds: float = 60.0
+    renew_seconds: float = 3600.0
+    retry_seconds: float = 1.0
+    protocol: int = ROUTE_PROTOCOL
+
+
+@dataclass
+class NodeContext:
+    """What start-up found out and every later step works with."""
+
+    identity: NodeIdentity
+    own: PeerRecord
+    backend: Backend
+    cluster_cidrs: list[IPNetwork]
+    state: NodeState
+    claim: NodeClaim = field(repr=False)
+
+
+async def start_node(
+    settings: AgentSettings,
+    datastore: Datastore,
+    local: list[LocalNetwork],
+    mtus: Mapping[int, int],
+) -> NodeContext:
+    """``local``: this node's networks (its own devices' left out); ``mtus``: their
+    interfaces' MTUs, by ifindex."""
+    network = await datastore.network_config()
+    backend = load_backend(network.backend, network.backend_options)
+    addresses = settings.node_addresses or pick_node_addresses(local)
+    uplink = on_link_network(addresses[0], local)
+    if uplink is None:
+        raise PlainnetError(
+            f"node address {addresses[0]} is not on any interface of "
+            f"this node; pass --node-ip with one of its addresses"
+        )
+    identity = NodeIdentity(settings.node_name, tuple(addresses), uplink, mtus[uplink.ifindex])
+    published = backend.published_data(identity)
+    previous = read_node_state(settings.run_dir)
+    claim = NodeClaim(
+        node=settings.node_name,
+        addresses=tuple(addresses),
+        backend=backend.record_type,
+        backend_data=published.v4,
+        backend_data_v6=published.v6,
+        previous_subnets=previous.subnets if previous else (),
+    )
+    own = await datastore.claim(claim)
+    return node_context(identity, own, backend, list(network.cluster_cidrs), claim)
+
+
+def node_context(
+    identity: NodeIdentity,
+    own: PeerRecord,
+    backend: Backend,
+    cluster_cidrs: list[IPNetwork],
+    claim: NodeClaim,
+) -> NodeContext:
+    """The context for ``own``: also when a restored record brought another subnet."""
+    identity = replace(identity, subnets=own.subnets)
+    state = NodeState(
+        node=identity.name,
+        cluster_cidrs=tuple(cluster_cidrs),
+        subnets=own.subnets,
+        mtu=backend.pod_mtu(identity),  # for pods: with an overlay, what fits encapsulated
+        backend=backend.name,
+    )
+    return NodeContext(identity, own, backend, cluster_cidrs, state, claim)
+
+
+def pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:
+    """Without --node-ip: the addresses of the one interface that has global addresses
+    (plainnet's own devices are not among ``local``)."""
+    interfaces = {network.ifname for network in local}
+    if len(interfaces) != 1:
+        raise PlainnetError(
+            "cannot tell which address is this node's: interfaces "
+            f"{', '.join(sorted(interfaces)) or '(none)'} have addresses; pass --node-ip"
+        )
+    addresses: dict[int, IPAddress] = {}
+    for network in local:
+        addresses.setdefault(network.address.version, network.address)
+    return tuple(addresses[v] for v in sorted(addresses))
+
+
+__all__ = ["AgentSettings", "NodeContext", "pick_node_addresses", "start_node"]

@@ -1,0 +1,231 @@
+"""Pod plumbing in the kernel, through pyroute2: the node bridge, a veth per pod,
+addresses, routes, hairpin, MTU — and the masquerade rules.
+
+:class:`NetlinkDataplane` is the real :class:`~plainnet.cni.dataplane.PodDataplane`.
+It runs inside the agent, in a thread per CNI request. The node side uses a netlink socket in
+the agent's own namespace; the pod side one created inside the pod's namespace
+(:func:`plainnet.namespaces.thread_in_namespace`), without forking.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import ip_interface
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from plainnet.cni import masquerade
+from plainnet.cni.dataplane import DataplaneError, Interface, PodLink
+from plainnet.interfaces import add_address
+from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.namespaces import thread_in_namespace
+
+_bridge_lock = threading.Lock()
+
+
+class NetlinkDataplane:
+    """:class:`PodDataplane` on the kernel: pyroute2, and ``nft`` for masquerade."""
+
+    def ensure_bridge(self, name: str, gateways: list[Interface], mtu: int) -> tuple[int, str]:
+        with _host() as host:
+            return ensure_bridge(host, name, gateways, mtu)
+
+    def setup_pod(
+        self,
+        netns: str,
+        ifname: str,
+        host_name: str,
+        bridge_index: int,
+        addresses: list[Interface],
+        gateways: list[IPAddress],
+        mtu: int,
+        hairpin: bool,
+    ) -> PodLink:
+        with _host() as host:
+            return setup_pod(
+                host, netns, ifname, host_name, bridge_index, addresses, gateways, mtu, hairpin
+            )
+
+    def remove_host_veth(self, host_name: str) -> bool:
+        with _host() as host:
+            return remove_host_veth(host, host_name)
+
+    def bridge_ports(self, bridge: str) -> list[str]:
+        with _host() as host:
+            found = host.link_lookup(ifname=bridge)
+            return bridge_ports(host, found[0]) if found else []
+
+    def check_pod(
+        self,
+        netns: str,
+        ifname: str,
+        host_name: str,
+        bridge: str,
+        addresses: list[Interface],
+        gateways: list[IPAddress],
+    ) -> list[str]:
+        with _host() as host:
+            return check_pod(host, netns, ifname, host_name, bridge, addresses, gateways)
+
+    def ensure_masquerade(self, cluster_cidrs: list[IPNetwork]) -> None:
+        try:
+            masquerade.apply(cluster_cidrs)
+        except masquerade.MasqueradeError as exc:
+            raise DataplaneError(str(exc)) from None
+
+
+@contextmanager
+def _host() -> Iterator[IPRoute]:
+    """A netlink socket in the agent's namespace; kernel refusals as DataplaneError."""
+    try:
+        with IPRoute() as host:
+            yield host
+    except (NetlinkError, OSError) as exc:
+        raise DataplaneError(str(exc)) from None
+
+
+@contextmanager
+def pod_netlink(netns_path: str) -> Iterator[IPRoute]:
+    with thread_in_namespace(netns_path):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[int, str]:
+    """Create or repair the bridge: present, up, MTU, gateway addresses. Idempotent and
+    safe under concurrent ADDs. Returns (ifindex, MAC)."""
+    with _bridge_lock:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            try:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            found = ipr.link_lookup(ifname=name)
+        index = found[0]
+        link = ipr.link("get", index=index)[0]
+        if link.get("mtu") != mtu:
+            ipr.link("set", index=index, mtu=mtu)
+        present = {(a.get("address"), a["prefixlen"]) for a in ipr.addr("dump", index=index)}
+        for gateway in gateways:
+            if (str(gateway.ip), gateway.network.prefixlen) not in present:
+                add_address(ipr, index, gateway)
+        if not link["flags"] & 1:
+            ipr.link("set", index=index, state="up")
+        return index, link.get("address")
+
+
+def setup_pod(
+    host: IPRoute,
+    netns_path: str,
+    ifname: str,
+    host_name: str,
+    bridge_index: int,
+    addresses: list,
+    gateways: list[IPAddress],
+    mtu: int,
+    hairpin: bool,
+) -> PodLink:
+    """Create (or, after a retried ADD, repair) the veth pair and configure the pod side."""
+    netns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if host.link_lookup(ifname=host_name):
+            host.link("del", ifname=host_name)  # a half-made attempt: start over
+        host.link(
+            "add",
+            ifname=host_name,
+            kind="veth",
+            mtu=mtu,
+            peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu},
+        )
+    finally:
+        os.close(netns_fd)
+    index = host.link_lookup(ifname=host_name)[0]
+    host.link("set", index=index, master=bridge_index, state="up")
+    if hairpin:
+        host.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE: hairpin
+    host_link = host.link("get", index=index)[0]
+    with pod_netlink(netns_path) as pod:
+        pod_index = pod.link_lookup(ifname=ifname)[0]
+        for address in addresses:
+            add_address(pod, pod_index, address)
+        pod.link("set", index=pod_index, state="up")
+        lo = pod.link_lookup(ifname="lo")
+        if lo:
+            pod.link("set", index=lo[0], state="up")
+        for gateway in gateways:
+            default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
+            pod.route("replace", dst=default, gateway=str(gateway), oif=pod_index)
+        pod_mac = pod.link("get", index=pod_index)[0].get("address")
+    return PodLink(host_name, host_link.get("address"), pod_mac)
+
+
+def remove_host_veth(host: IPRoute, host_name: str) -> bool:
+    """Delete the node side (the kernel removes the pod side with it). False if absent."""
+    try:
+        host.link("del", ifname=host_name)
+        return True
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+
+
+def bridge_ports(host: IPRoute, bridge_index: int) -> list[str]:
+    return [link.get("ifname") for link in host.link("dump") if link.get("master") == bridge_index]
+
+
+def check_pod(
+    host: IPRoute,
+    netns_path: str,
+    ifname: str,
+    host_name: str,
+    bridge: str,
+    addresses: list,
+    gateways: list[IPAddress],
+) -> list[str]:
+    """What is wrong with a pod's plumbing, as sentences; empty when all is well."""
+    problems = []
+    bridge_index = host.link_lookup(ifname=bridge)
+    host_index = host.link_lookup(ifname=host_name)
+    if not bridge_index:
+        problems.append(f"bridge {bridge} is missing")
+    if not host_index:
+        problems.append(f"node-side interface {host_name} is missing")
+    elif bridge_index and host.link("get", index=host_index[0])[0].get("master") != bridge_index[0]:
+        problems.append(f"{host_name} is not attached to {bridge}")
+    if not os.path.exists(netns_path):
+        return [*problems, f"network namespace {netns_path} is gone"]
+    with pod_netlink(netns_path) as pod:
+        found = pod.link_lookup(ifname=ifname)
+        if not found:
+            return [*problems, f"interface {ifname} is missing in the pod"]
+        index = found[0]
+        if not pod.link("get", index=index)[0]["flags"] & 1:
+            problems.append(f"{ifname} is down")
+        present = {
+            ip_interface(f"{a.get('address')}/{a['prefixlen']}")
+            for a in pod.addr("dump", index=index)
+        }
+        for address in addresses:
+            if address not in present:
+                problems.append(f"{ifname} lacks address {address}")
+        for gateway in gateways:
+            family = 2 if gateway.version == 4 else 10
+            defaults = [
+                r
+                for r in pod.route("dump", family=family)
+                if r["dst_len"] == 0 and r.get("gateway") == str(gateway)
+            ]
+            if not defaults:
+                problems.append(f"no default route via {gateway}")
+    return problems

@@ -1,0 +1,43 @@
+"""One way to wait before trying again, shared by every loop that talks to something
+that can fail: the agent's start-up, watch, relist, lease renewal and kernel retries,
+and the allocator's list, watch and leader lease.
+
+Exponential with a cap and jitter: a hundred agents that lost their datastore at the
+same moment must not come back at the same moment either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    """``delay()`` grows ``first``, ``2·first``, ``4·first`` … up to ``limit`` (each with
+    up to ``jitter`` of it added at random); ``reset()`` after a success."""
+
+    first: float = 1.0
+    limit: float = 5.0
+    jitter: float = 0.1
+    _next: float = field(default=0.0, init=False)
+
+    def delay(self) -> float:
+        base = self._next or self.first
+        self._next = min(base * 2, self.limit)
+        return min(base, self.limit) * (1 + random.uniform(0, self.jitter))
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    async def sleep(self) -> float:
+        """Wait the next delay; returns it (for the log line that announces the retry)."""
+        seconds = self.delay()
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @property
+    def upcoming(self) -> float:
+        """The delay the next ``sleep()`` will wait, without jitter (for log lines)."""
+        return min(self._next or self.first, self.limit)

@@ -1,0 +1,197 @@
+"""The agent's loop with a fake datastore and a fake kernel: every failure path of the
+reactor, no root. Each test would fail on the agent before the restructure (it died,
+hung or waited hours)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+from tests.helpers.fakes import FakeDatastore, FakeKernel, peer
+
+from plainnet.agent.metrics import AgentMetrics
+from plainnet.agent.reactor import Agent
+from plainnet.agent.startup import AgentSettings
+from plainnet.datastore.records import DatastoreError, HistoryCompacted
+
+
+def settings(tmp_path: Path, **overrides) -> AgentSettings:
+    values = {"node_name": "node1", "run_dir": tmp_path, "retry_seconds": 0.05}
+    values.update(overrides)
+    return AgentSettings(**values)
+
+
+async def eventually(predicate, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent):
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+def metric(agent: Agent, name: str, labels: dict | None = None) -> float:
+    value = agent.metrics.registry.get_sample_value(name, labels or {})
+    return value or 0.0
+
+
+def make(tmp_path: Path, **overrides):
+    store, kernel = FakeDatastore(), FakeKernel()
+    agent = Agent(settings(tmp_path, **overrides), store, kernel, AgentMetrics())
+    return agent, store, kernel
+
+
+def test_deleting_this_nodes_own_record_puts_it_back(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        store.records["k2"] = peer(2)
+        async with running(agent) as task:
+            await eventually(lambda: "10.244.2.0/24" in kernel.destinations, what="route")
+            store.put(store.own.key)  # someone deletes this node's record
+            await eventually(lambda: store.calls.get("restore") == 1, what="restore")
+            await eventually(lambda: store.own.key in agent.observation.records)
+            assert not task.done(), "the agent must survive its record's deletion"
+            assert metric(agent, "plainnet_own_record_restores_total") == 1
+            store.put(peer(3))  # and it still follows the datastore
+            await eventually(lambda: "10.244.3.0/24" in kernel.destinations)
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_relist_after_compaction_only_retries(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        async with running(agent) as task:
+            await eventually(lambda: agent.passes >= 1)
+            store.records["k4"] = peer(4)  # written while the history is gone
+            store.fail["list"] = 2  # the relist fails twice
+            store.events.put_nowait(HistoryCompacted("gone"))
+            await eventually(lambda: "10.244.4.0/24" in kernel.destinations, what="relist")
+            assert store.calls["list"] >= 4  # start + two failures + the good one
+            assert not task.done()
+
+    asyncio.run(scenario())
+
+
+def test_watch_errors_at_every_step_keep_routes_and_recover(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        store.records["k2"] = peer(2)
+        async with running(agent):
+            await eventually(lambda: "10.244.2.0/24" in kernel.destinations)
+            store.fail["watch"] = 3  # reconnecting fails three times
+            store.events.put_nowait(DatastoreError("connection lost"))
+            await eventually(lambda: store.calls["watch"] >= 5, what="watch retries")
+            assert "10.244.2.0/24" in kernel.destinations, "routes stay while etcd is away"
+            assert metric(agent, "plainnet_datastore_errors_total") >= 4
+            store.put(peer(5))
+            await eventually(lambda: "10.244.5.0/24" in kernel.destinations)
+
+    asyncio.run(scenario())
+
+
+def test_a_signal_during_start_up_stops_the_agent_at_once(tmp_path):
+    async def scenario():
+        agent, store, _ = make(tmp_path)
+        store.fail["network_config"] = 10**9  # the datastore is not there
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await eventually(lambda: store.calls.get("network_config", 0) >= 2)
+        started = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 2)
+        assert time.monotonic() - started < 1
+        assert store.calls["close"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_renewal_is_retried_with_backoff_not_a_period_later(tmp_path):
+    async def scenario():
+        agent, store, _ = make(tmp_path, renew_seconds=0.2)
+        store.fail["renew"] = 2
+        async with running(agent):
+            await eventually(lambda: store.calls.get("renew", 0) >= 3, timeout=2, what="retry")
+            assert metric(agent, "plainnet_lease_renewals_total", {"result": "failed"}) == 2
+            assert metric(agent, "plainnet_lease_renewals_total", {"result": "ok"}) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_changes_is_one_pass(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        async with running(agent):
+            await eventually(lambda: agent.passes >= 1)
+            before, applies = agent.passes, kernel.applies
+            for number in range(2, 102):  # 100 separate watch responses
+                store.put(peer(number))
+            await eventually(lambda: len(kernel.destinations) == 100, what="all routes")
+            await asyncio.sleep(0.1)
+            assert agent.passes - before == 1
+            assert kernel.applies - applies == 1
+
+    asyncio.run(scenario())
+
+
+def test_kernel_refusals_back_off(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        store.records["k2"] = peer(2)
+        kernel.refuse = {peer(2).subnets[0]}
+        async with running(agent):
+            await asyncio.sleep(3.2)
+            # a retry each second would be 4 or more; backoff (1 s, 2 s, ...) gives 2-3
+            assert 2 <= kernel.applies <= 3, kernel.applies
+            assert metric(agent, "plainnet_kernel_errors_total") == kernel.applies
+
+    asyncio.run(scenario())
+
+
+def test_a_loop_that_fails_unexpectedly_is_restarted(tmp_path):
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        async with running(agent) as task:
+            await eventually(lambda: agent.passes >= 1)
+            store.events.put_nowait(RuntimeError("a bug in the watch"))
+            await eventually(lambda: store.calls["watch"] >= 2, what="restarted watch")
+            store.put(peer(6))
+            await eventually(lambda: "10.244.6.0/24" in kernel.destinations)
+            assert not task.done()
+
+    asyncio.run(scenario())
+
+
+def test_no_pass_runs_before_the_first_list(tmp_path):
+    """Invariant 5: an agent restarted while the datastore is down must not wipe the
+    routes of the records it cannot read yet."""
+
+    async def scenario():
+        agent, store, kernel = make(tmp_path)
+        store.fail["list"] = 10**9
+        async with running(agent):
+            await asyncio.sleep(0.5)
+            assert kernel.applies == 0 and kernel.reads == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_resync_reads_the_kernel_again(tmp_path):
+    async def scenario():
+        agent, _, kernel = make(tmp_path, resync_seconds=0.2)
+        async with running(agent):
+            await eventually(lambda: kernel.reads >= 3, timeout=3, what="resyncs")
+
+    asyncio.run(scenario())
