@@ -146,7 +146,9 @@ def test_status_version_and_error_codes(node):
     node.stop_etcd()
     node.start_agent("node1")
     try:
-        wait_for(lambda: call(node, "node1", "STATUS", config())[0] != 11, "the CNI server")
+        wait_for(
+            lambda: (call(node, "node1", "STATUS", config())[1] or {}).get("code") != 11, "CNI"
+        )
         code, error = call(node, "node1", "STATUS", config())
         assert code != 0 and error["code"] == 50
         _, path = new_netns(node, "d")
