@@ -202,8 +202,9 @@ class PeerView:
             self.nexthop_refs[route.nexthop] -= 1
             if self.nexthop_refs[route.nexthop] <= 0:
                 del self.nexthop_refs[route.nexthop]
-        self._drop_entries(state.neighbours, self.entries.neighbours, 0)
-        self._drop_entries(state.fdb, self.entries.fdb, 1)
+        if state.neighbours or state.fdb:
+            self._drop_entries(state.neighbours, self.entries.neighbours, 0)
+            self._drop_entries(state.fdb, self.entries.fdb, 1)
         return set(state.routes)
 
     def _add(self, key: str, record: PeerRecord) -> set[IPNetwork]:
@@ -213,6 +214,8 @@ class PeerView:
         for destination, route in state.routes.items():
             self.desired[destination] = route
             self.nexthop_refs[route.nexthop] += 1
+        if not state.neighbours and not state.fdb:
+            return set(state.routes)
         refs, touched = self._entry_refs, self.touched_entries
         for neighbour, mac in state.neighbours.items():
             self.entries.neighbours[neighbour] = mac
