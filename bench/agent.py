@@ -17,9 +17,11 @@ Per N:
 (c) CPU time of one idle periodic resync (process CPU over several resync periods
     with nothing changing, divided by their number);
 (d) the agent's resident memory with N routes installed;
-(e) what those idle resync passes cost the agent's event loop: the worst lateness of
-    its 250 ms timer (``plainnet_event_loop_lag_seconds``, read as the bucket bound)
-    while they ran — how long a datastore or netlink event could wait for the loop.
+(e) what those idle resync passes cost the agent's event loop: the longest a pass held
+    it (``plainnet_reconcile_loop_seconds``; kernel dumps and applies run on the kernel
+    thread), and the worst lateness of the agent's 250 ms timer
+    (``plainnet_event_loop_lag_seconds``), each read as a histogram bucket bound — how
+    long a datastore or netlink event could wait for the loop.
 """
 
 from __future__ import annotations
@@ -205,11 +207,13 @@ def measure(count: int, events: int, backend: str) -> dict[str, float]:
             delays = sorted(json.loads(probe.stdout))
             time.sleep(RESYNC_SECONDS)  # let the last changes settle
             cpu_before = cpu_seconds(agent.pid)
-            lag_before = loop_lag_buckets(lab)
+            before = metric_buckets(lab)
             periods = 5
             time.sleep(RESYNC_SECONDS * periods)
             idle_cpu = (cpu_seconds(agent.pid) - cpu_before) / periods
-            lag_worst = worst_lag(lag_before, loop_lag_buckets(lab))
+            after = metric_buckets(lab)
+            held = worst_bucket(before, after, "plainnet_reconcile_loop_seconds")
+            lag = worst_bucket(before, after, "plainnet_event_loop_lag_seconds")
             memory = rss_mb(agent.pid)
             agent.terminate()
             agent.wait(timeout=30)
@@ -223,12 +227,13 @@ def measure(count: int, events: int, backend: str) -> dict[str, float]:
         "event_p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000,
         "resync_cpu_ms": idle_cpu * 1000,
         "rss_mb": memory,
-        "loop_lag_ms": lag_worst * 1000,
+        "pass_on_loop_ms": held * 1000,
+        "loop_lag_ms": lag * 1000,
     }
 
 
-def loop_lag_buckets(lab: Lab) -> dict[float, float]:
-    """The agent's loop-lag histogram: bucket bound -> cumulative count."""
+def metric_buckets(lab: Lab) -> dict[str, dict[float, float]]:
+    """The agent's histograms: name -> bucket bound -> cumulative count."""
     script = (
         "import urllib.request;print(urllib.request.urlopen("
         "'http://127.0.0.1:9158/metrics').read().decode())"
@@ -236,19 +241,22 @@ def loop_lag_buckets(lab: Lab) -> dict[float, float]:
     text = lab.run(
         "node", [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
-    buckets = {}
+    histograms: dict[str, dict[float, float]] = {}
     for line in text.splitlines():
-        if line.startswith("plainnet_event_loop_lag_seconds_bucket"):
-            bound = line.split('le="')[1].split('"')[0]
-            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
-    return buckets
+        name, _, rest = line.partition("_bucket{")
+        if rest and not line.startswith("#"):
+            bound = rest.split('le="')[1].split('"')[0]
+            value = float("inf") if bound == "+Inf" else float(bound)
+            histograms.setdefault(name, {})[value] = float(line.split()[-1])
+    return histograms
 
 
-def worst_lag(before: dict[float, float], after: dict[float, float]) -> float:
-    """The smallest bucket bound that holds every lateness observed in between."""
-    total = after[float("inf")] - before.get(float("inf"), 0)
-    for bound in sorted(after):
-        if after[bound] - before.get(bound, 0) >= total:
+def worst_bucket(before: dict, after: dict, name: str) -> float:
+    """The smallest bucket bound that holds every observation of ``name`` in between."""
+    old, new = before.get(name, {}), after[name]
+    total = new[float("inf")] - old.get(float("inf"), 0)
+    for bound in sorted(new):
+        if new[bound] - old.get(bound, 0) >= total:
             return bound
     return float("inf")
 
@@ -276,6 +284,7 @@ def main() -> None:
         "(b) event p99",
         "(c) idle resync CPU",
         "(d) RSS",
+        "(e) pass on loop",
         "(e) loop lag",
     ):
         table.add_column(column, justify="right")
@@ -289,7 +298,8 @@ def main() -> None:
             f"{r['event_p99_ms']:.1f} ms",
             f"{r['resync_cpu_ms']:.0f} ms",
             f"{r['rss_mb']:.0f} MB",
-            f"≤ {r['loop_lag_ms']:.0f} ms",
+            f"≤ {r['pass_on_loop_ms']:g} ms",
+            f"≤ {r['loop_lag_ms']:g} ms",
         )
     Console(width=None if sys.stdout.isatty() else 150).print(table)
     print(json.dumps(results))

@@ -14,9 +14,7 @@ the devices the backend names, and the diff is the same dict diff for all of the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Literal
 
 from plainnet.ipam.types import IPAddress, IPNetwork
@@ -87,18 +85,15 @@ class LinkEntries:
     fdb: dict[FdbKey, frozenset[IPAddress]] = field(default_factory=dict)
 
 
-#: Shared by every peer state without link-layer entries (host-gw: all of them), so
-#: 20,000 peers do not cost 40,000 empty dicts.
-NO_ENTRIES: Mapping = MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class PeerState:
-    """What one peer needs in this node's kernel: a backend's whole answer for it."""
+    """What one peer needs in this node's kernel: a backend's whole answer for it. The
+    entries are (key, value) pairs, not dicts: a peer has one or two, and the view
+    keeps 20,000 of these."""
 
     routes: dict[IPNetwork, DesiredRoute]
-    neighbours: Mapping[NeighbourKey, str] = field(default_factory=lambda: NO_ENTRIES)
-    fdb: Mapping[FdbKey, IPAddress] = field(default_factory=lambda: NO_ENTRIES)
+    neighbours: tuple[tuple[NeighbourKey, str], ...] = ()
+    fdb: tuple[tuple[FdbKey, IPAddress], ...] = ()
 
 
 RequestKind = Literal["route", "nexthop", "neighbour", "fdb"]

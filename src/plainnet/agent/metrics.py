@@ -63,6 +63,12 @@ class AgentMetrics:
             "Times this node's own record was found missing and put back",
             registry=r,
         )
+        self.reconcile_loop_seconds = Histogram(
+            "plainnet_reconcile_loop_seconds",
+            "How long one pass held the event loop (kernel work runs on its own thread)",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
         self.loop_lag = Histogram(
             "plainnet_event_loop_lag_seconds",
             "How late the agent's event loop ran a timer: what blocking work cost events",

@@ -531,8 +531,13 @@ def event_needs_reconcile(data: bytes, protocol: int, watched: EventFilter) -> b
             if IFINFOMSG.unpack_from(body, 0)[2] in watched.links:
                 return True
         elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
-            if IFADDRMSG.unpack_from(body, 0)[3] == RT_SCOPE_UNIVERSE:
-                return True  # link-local addresses (every new veth has one) never count
+            family, prefixlen, _, scope, _ = IFADDRMSG.unpack_from(body, 0)
+            # Link-local addresses (every new veth has one) never count, nor does a new
+            # host address (/32, /128: a VTEP address, a service IP), which puts no peer
+            # on-link; any global address removed does (it may be one the agent needs).
+            host = prefixlen == (32 if family == socket.AF_INET else 128)
+            if scope == RT_SCOPE_UNIVERSE and (kind == RTM_DELADDR or not host):
+                return True
         elif kind == RTM_DELNEIGH and len(body) >= NDMSG.size:
             _, index, state, _, _ = NDMSG.unpack_from(body, 0)
             if index in watched.entry_devices and state & NUD_PERMANENT:

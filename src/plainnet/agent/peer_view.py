@@ -34,7 +34,6 @@ from plainnet.agent.kernel_model import (
     LinkEntries,
     NeighbourKey,
     NexthopKey,
-    PeerState,
 )
 from plainnet.agent.validation import Refusal, check_record, validate_peers
 from plainnet.datastore.records import PeerRecord, Record
@@ -96,7 +95,7 @@ class PeerView:
         self.touched_entries: tuple[set[NeighbourKey], set[FdbKey]] | None = None
         self._entry_refs: Counter[NeighbourKey | FdbKey] = Counter()
         self._candidates: dict[str, PeerRecord] = {}  # passed their own checks
-        self._state_by_key: dict[str, PeerState] = {}
+        self._routes_by_key: dict[str, dict[IPNetwork, DesiredRoute]] = {}
         self._spans = {4: _Spans(), 6: _Spans()}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
@@ -117,7 +116,7 @@ class PeerView:
         self._spans = {
             v: _Spans.of((s, e, k) for version, s, e, k in spans if version == v) for v in (4, 6)
         }
-        self._state_by_key = {}
+        self._routes_by_key = {}
         self.desired = {}
         self.nexthop_refs = Counter()
         self.entries = LinkEntries()
@@ -193,46 +192,51 @@ class PeerView:
         if old is not None:
             for version, start, end in _spans_of(old):
                 self._spans[version].remove(start, end, key)
-        state = self._state_by_key.pop(key, None)
-        if state is None:
+        routes = self._routes_by_key.pop(key, None)
+        if routes is None:
             return set()
-        for destination, route in state.routes.items():
+        for destination, route in routes.items():
             if self.desired.get(destination) is route:
                 del self.desired[destination]
             self.nexthop_refs[route.nexthop] -= 1
             if self.nexthop_refs[route.nexthop] <= 0:
                 del self.nexthop_refs[route.nexthop]
-        if state.neighbours or state.fdb:
+        if self._entry_refs and old is not None:
+            # The entries the record was given, derived again: the backend is a pure
+            # function of the record and the (unchanged) context, and keeping a copy
+            # per peer would cost 20,000 peers several MB.
+            context = self.context
+            state = context.backend.peer_state(old, context.local, context.links)
             self._drop_entries(state.neighbours, self.entries.neighbours, 0)
             self._drop_entries(state.fdb, self.entries.fdb, 1)
-        return set(state.routes)
+        return set(routes)
 
     def _add(self, key: str, record: PeerRecord) -> set[IPNetwork]:
         context = self.context
         state = context.backend.peer_state(record, context.local, context.links)
-        self._state_by_key[key] = state
+        self._routes_by_key[key] = state.routes
         for destination, route in state.routes.items():
             self.desired[destination] = route
             self.nexthop_refs[route.nexthop] += 1
         if not state.neighbours and not state.fdb:
             return set(state.routes)
         refs, touched = self._entry_refs, self.touched_entries
-        for neighbour, mac in state.neighbours.items():
+        for neighbour, mac in state.neighbours:
             self.entries.neighbours[neighbour] = mac
             refs[neighbour] += 1
             if touched is not None:
                 touched[0].add(neighbour)
-        for fdb_key, destination in state.fdb.items():
+        for fdb_key, destination in state.fdb:
             self.entries.fdb[fdb_key] = frozenset((destination,))
             refs[fdb_key] += 1
             if touched is not None:
                 touched[1].add(fdb_key)
         return set(state.routes)
 
-    def _drop_entries(self, mine: Mapping, wanted: dict, side: int) -> None:
+    def _drop_entries(self, mine: tuple, wanted: dict, side: int) -> None:
         """Release this peer's hold on its entries; an entry goes with its last holder."""
         refs = self._entry_refs
-        for key in mine:
+        for key, _ in mine:
             refs[key] -= 1
             if refs[key] <= 0:
                 del refs[key]

@@ -88,17 +88,17 @@ class Plan:
         )
 
     def summary(self) -> str:
-        text = (
+        return (
             f"+{len(self.add_routes)} routes, ~{len(self.replace_routes)} re-pointed, "
             f"-{len(self.delete_routes)} routes, +{len(self.create_nexthops)}/"
             f"-{len(self.delete_nexthops)} nexthops"
         )
-        if self.entry_changes:
-            text += (
-                f", +{len(self.set_neighbours)}/-{len(self.delete_neighbours)} neighbours, "
-                f"+{len(self.set_fdb)}/-{len(self.delete_fdb)} FDB entries"
-            )
-        return text
+
+    def entry_summary(self) -> str:
+        return (
+            f"+{len(self.set_neighbours)}/-{len(self.delete_neighbours)} neighbours, "
+            f"+{len(self.set_fdb)}/-{len(self.delete_fdb)} FDB entries"
+        )
 
 
 def plan_changes(desired: Mapping[IPNetwork, DesiredRoute], kernel: KernelState) -> Plan:

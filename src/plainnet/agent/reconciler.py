@@ -12,9 +12,14 @@ When the only news is a few changed records, the peer view is updated for those 
 or declines) and only their routes and entries are planned; everything else is a full
 pass.
 
-Kernel work — dumps, batched applies, backend devices — runs on one worker thread, so
-the asyncio loop keeps reading datastore and netlink events while the kernel works;
-the pure computation in between stays on the loop (it is what decides).
+Kernel work — dumps, batched applies, backend devices — runs on one worker thread,
+and so does the bulk computation of a full pass (rebuilding the view from a copy of the
+records, diffing everything): the asyncio loop keeps reading datastore and netlink
+events meanwhile, holding the loop only for an incremental pass (O(changes)) and the
+bookkeeping around the worker's results. Python switches threads every few
+milliseconds, so a 20,000-peer pass never holds the loop for long at a time
+(``plainnet_reconcile_loop_seconds``, ``plainnet_event_loop_lag_seconds``). Events that
+arrive during a pass are still served by the next pass, once this one is done.
 """
 
 from __future__ import annotations
@@ -85,8 +90,9 @@ class Kernel(Protocol):
 
 
 class KernelWorker:
-    """The one thread kernel work runs on (the lean netlink socket is not thread-safe,
-    and pyroute2's synchronous API refuses to run inside the asyncio loop)."""
+    """The one thread kernel work (and a full pass's computation) runs on: the lean
+    netlink socket is not thread-safe, pyroute2's synchronous API refuses to run inside
+    the asyncio loop, and one thread keeps requests in order."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kernel")
@@ -141,6 +147,8 @@ class Reconciler:
         self.snapshot = KernelSnapshot()
         self.view: PeerView | None = None
         self.passes = 0
+        self._awaited = 0.0  # of the running pass: seconds spent waiting for the worker
+        self._epoch = 0  # bumped whenever the view is dropped
         #: Backs off retries after kernel refusals and failed passes.
         self.retry_backoff = Backoff(first=1.0, limit=30.0)
         self.events = EventFilter(cluster=tuple(cluster_cidrs))
@@ -152,12 +160,12 @@ class Reconciler:
         """This node's record or identity changed (restored under another subnet):
         every decision may depend on it."""
         self.own, self.node = own, node
-        self.view = None
-        self.snapshot.invalidate()
+        self.forget()
 
     def forget(self) -> None:
         """After a failed pass: nothing half-updated survives it."""
         self.view = None
+        self._epoch += 1
         self.snapshot.invalidate()
 
     # --- one pass ------------------------------------------------------------------------
@@ -167,31 +175,38 @@ class Reconciler:
     ) -> bool:
         """One pass; returns whether the kernel refused something (retry later)."""
         started = time.perf_counter()
+        self._awaited = 0.0
         if "resync" in triggers:
             self.snapshot.invalidate()
         fresh = self.snapshot.state is None
         if fresh:
             generation = self.snapshot.generation
-            context, state = await self.worker.call(self._read_kernel)
+            context, state = await self._on_worker(self._read_kernel)
             self.snapshot.store(state, context, generation)
         else:
             assert self.snapshot.context is not None and self.snapshot.state is not None
             context, state = self.snapshot.context, self.snapshot.state
-        # Records are read from here on without an await in between: one consistent view.
+        # The records as of now: changed keys and records taken without an await between.
         changed = take_changed()
-        view, touched = self._view_for(context, records, changed)
+        view, touched = self._incremental_view(context, records, changed)
+        if view is None:
+            # A rebuild (~10 µs a peer) runs on the worker thread, from a copy of the
+            # records: the loop keeps reading events while it computes.
+            epoch = self._epoch
+            view = await self._on_worker(self._rebuild, context, dict(records))
+            if epoch == self._epoch:  # not adopted or forgotten meanwhile
+                self.view = view
         if touched is None or changed:
             self._report_refusals(list(view.refusals.values()))
         if touched is None or fresh:
-            plan = plan_changes(view.desired, state)
-            plan_entries(plan, view.entries, state.entries)
+            plan = await self._on_worker(self._full_plan, view, state)
         else:
             plan = plan_subset(view.desired, state, touched, view.nexthop_refs)
             entries_touched = view.touched_entries if changed else (set(), set())
             plan_entries(plan, view.entries, state.entries, entries_touched)
         refused = False
         if plan:
-            refusals = await self.worker.call(self.kernel.apply, plan)
+            refusals = await self._on_worker(self.kernel.apply, plan)
             failed_routes = {r.subject for r in refusals if r.kind == "route"}
             apply_plan_to_state(plan, state, failed_routes, self.protocol)  # type: ignore[arg-type]
             self._log_plan(plan, refusals)
@@ -201,7 +216,7 @@ class Reconciler:
                 self.snapshot.invalidate()
                 refused = True
         if fresh:
-            removed = await self.worker.call(self._remove_leftovers)
+            removed = await self._on_worker(self._remove_leftovers)
             for name in removed:
                 log.info("removed %s: this node now runs %s", name, self.backend.name)
         self.passes += 1
@@ -210,12 +225,22 @@ class Reconciler:
         self.metrics.peers.labels("accepted").set(len(view.accepted))
         self.metrics.peers.labels("refused").set(len(view.refusals))
         self.metrics.routes.set(len(state.routes))
-        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.reconcile_seconds.observe(elapsed)
+        self.metrics.reconcile_loop_seconds.observe(max(elapsed - self._awaited, 0.0))
         if not refused:
             self.retry_backoff.reset()
         if touched is None:  # a full pass: the old view and its garbage are gone
             release_free_memory()
         return refused
+
+    async def _on_worker(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` on the worker thread; the time counts as not on the loop."""
+        started = time.perf_counter()
+        try:
+            return await self.worker.call(function, *args)
+        finally:
+            self._awaited += time.perf_counter() - started
 
     def _read_kernel(self) -> tuple[RoutingContext, KernelState]:
         """On the kernel thread: prepare the backend's devices, read this node's
@@ -251,23 +276,34 @@ class Reconciler:
         """Devices of backends this node no longer runs, now that routes are off them."""
         return [name for other in self._others for name in other.remove(self.kernel)]
 
-    def _view_for(
+    def _incremental_view(
         self, context: RoutingContext, records: Mapping[str, Record], changed: set[str] | None
-    ) -> tuple[PeerView, set[IPNetwork] | None]:
-        view, touched = self.view, None
+    ) -> tuple[PeerView | None, set[IPNetwork] | None]:
+        """The current view brought up to date for ``changed`` and the destinations that
+        may differ; (None, None) when it must be rebuilt."""
+        view = self.view
         if (
-            view is not None
-            and changed is not None
-            and view.context is context
-            and len(changed) <= INCREMENTAL_LIMIT
+            view is None
+            or changed is None
+            or view.context is not context
+            or len(changed) > INCREMENTAL_LIMIT
         ):
-            touched = view.update(records, changed) if changed else set()
+            return None, None
+        touched = view.update(records, changed) if changed else set()
         if touched is None:
-            view = PeerView(self.own, self.cluster_cidrs, context)
-            view.rebuild(records)
-            self.view = view
-        assert view is not None
+            return None, None
         return view, touched
+
+    def _rebuild(self, context: RoutingContext, records: Mapping[str, Record]) -> PeerView:
+        view = PeerView(self.own, self.cluster_cidrs, context)
+        view.rebuild(records)
+        return view
+
+    @staticmethod
+    def _full_plan(view: PeerView, state: KernelState) -> Plan:
+        plan = plan_changes(view.desired, state)
+        plan_entries(plan, view.entries, state.entries)
+        return plan
 
     # --- reporting -----------------------------------------------------------------------
 
@@ -295,7 +331,7 @@ class Reconciler:
         if len(refusals) > DETAILED_LOG_LIMIT:
             log.warning("kernel refused %d more requests", len(refusals) - DETAILED_LOG_LIMIT)
         if plan.entry_changes:
-            log.info("link-layer entries changed: %s", plan.summary())
+            log.info("link-layer entries changed: %s", plan.entry_summary())
         if plan.route_changes > DETAILED_LOG_LIMIT:
             log.info("routes changed: %s", plan.summary())
             return

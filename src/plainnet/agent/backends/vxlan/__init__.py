@@ -139,15 +139,15 @@ class VxlanBackend(Backend):
         assert isinstance(links, VxlanLinks)
         vtep = peer_vtep(peer, self.vni, links.underlay_version)
         device = links.ifindex
-        routes, neighbours = {}, {}
+        routes, neighbours = {}, []
         for subnet in subnets:
             gateway = vtep_gateway(subnet, vtep)
             routes[subnet] = DesiredRoute(
                 subnet, gateway, device, peer.node, onlink=not gateway.is_link_local
             )
-            neighbours[(device, gateway)] = vtep.mac
-        fdb = {(device, vtep.mac): vtep.underlay} if routes else {}
-        return PeerState(routes, neighbours, fdb)
+            neighbours.append(((device, gateway), vtep.mac))
+        fdb = (((device, vtep.mac), vtep.underlay),) if routes else ()
+        return PeerState(routes, tuple(neighbours), fdb)
 
 
 def from_options(options: dict[str, object]) -> VxlanBackend:
