@@ -27,15 +27,12 @@ class FakeDataplane:
         self.fail_setup = False
         self.masqueraded: list = []
 
-    def ensure_bridge(self, name, gateways, mtu):
-        self.bridge = (name, sorted(map(str, gateways)), mtu)
-        return 5, "0a:58:0a:f4:01:01"
-
-    def setup_pod(self, netns, ifname, host_name, bridge_index, addresses, gateways, mtu, hairpin):
+    def attach_pod(self, bridge, gateways, mtu, netns, ifname, host_name, addresses, hairpin):
+        self.bridge = (bridge, sorted(map(str, gateways)), mtu)
         self.veths[host_name] = addresses
         if self.fail_setup:
             raise DataplaneError("RTNETLINK answers: File exists")
-        return PodLink(host_name, "aa:00:00:00:00:01", "aa:00:00:00:00:02")
+        return "0a:58:0a:f4:01:01", PodLink(host_name, "aa:00:00:00:00:01", "aa:00:00:00:00:02")
 
     def remove_host_veth(self, host_name):
         return self.veths.pop(host_name, None) is not None

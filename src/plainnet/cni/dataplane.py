@@ -35,21 +35,20 @@ class DataplaneError(Exception):
 class PodDataplane(Protocol):
     """What the CNI handler needs of the kernel; raises :class:`DataplaneError`."""
 
-    def ensure_bridge(self, name: str, gateways: list[Interface], mtu: int) -> tuple[int, str]:
-        """Create or repair the bridge; returns (ifindex, MAC)."""
-        ...
-
-    def setup_pod(
+    def attach_pod(
         self,
+        bridge: str,
+        gateways: list[Interface],
+        mtu: int,
         netns: str,
         ifname: str,
         host_name: str,
-        bridge_index: int,
         addresses: list[Interface],
-        gateways: list[IPAddress],
-        mtu: int,
         hairpin: bool,
-    ) -> PodLink: ...
+    ) -> tuple[str, PodLink]:
+        """Create or repair the bridge (gateways, MTU), then the pod's veth, addresses
+        and default routes; returns the bridge's MAC and the pod's link."""
+        ...
 
     def remove_host_veth(self, host_name: str) -> bool: ...
 

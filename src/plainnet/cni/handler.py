@@ -108,15 +108,14 @@ class CniHandler:
         try:
             if config.masquerade:
                 self._ensure_masquerade(node)
-            bridge_index, bridge_mac = dataplane.ensure_bridge(config.bridge, gateways, mtu)
-            link = dataplane.setup_pod(
+            bridge_mac, link = dataplane.attach_pod(
+                config.bridge,
+                gateways,
+                mtu,
                 request.netns,
                 request.ifname,
                 host_name,
-                bridge_index,
                 addresses,
-                [g.ip for g in gateways],
-                mtu,
                 config.hairpin,
             )
         except (DataplaneError, OSError) as exc:

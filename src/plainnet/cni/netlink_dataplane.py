@@ -31,25 +31,31 @@ _bridge_lock = threading.Lock()
 class NetlinkDataplane:
     """:class:`PodDataplane` on the kernel: pyroute2, and ``nft`` for masquerade."""
 
-    def ensure_bridge(self, name: str, gateways: list[Interface], mtu: int) -> tuple[int, str]:
-        with _host() as host:
-            return ensure_bridge(host, name, gateways, mtu)
-
-    def setup_pod(
+    def attach_pod(
         self,
+        bridge: str,
+        gateways: list[Interface],
+        mtu: int,
         netns: str,
         ifname: str,
         host_name: str,
-        bridge_index: int,
         addresses: list[Interface],
-        gateways: list[IPAddress],
-        mtu: int,
         hairpin: bool,
-    ) -> PodLink:
-        with _host() as host:
-            return setup_pod(
-                host, netns, ifname, host_name, bridge_index, addresses, gateways, mtu, hairpin
+    ) -> tuple[str, PodLink]:
+        with _host() as host:  # one netlink socket for the whole ADD
+            bridge_index, bridge_mac = ensure_bridge(host, bridge, gateways, mtu)
+            link = setup_pod(
+                host,
+                netns,
+                ifname,
+                host_name,
+                bridge_index,
+                addresses,
+                [g.ip for g in gateways],
+                mtu,
+                hairpin,
             )
+            return bridge_mac, link
 
     def remove_host_veth(self, host_name: str) -> bool:
         with _host() as host:
