@@ -150,6 +150,9 @@ HOSTILE = {
     ),
     "family-swapped": ("10.0.202.0-24", {"PublicIP": "fd00::9"}, "not an IPv4 address"),
     "unparseable": ("10.0.203.0-24", None, "cannot parse it"),
+    "address": ("10.0.205.0-24", {"PublicIP": "10.0.9.9"}, "a pod's address"),
+    "key-not-canonical": ("10.0.206.0-024", {"PublicIP": "10.250.0.9"}, "canonical form"),
+    "public-ip-number": ("10.0.207.0-24", {"PublicIP": 167772425}, "not a string"),
     "backend": (
         "10.0.204.0-24",
         {"PublicIP": "10.250.0.9", "BackendType": "vxlan"},

@@ -124,6 +124,33 @@ def test_leases_written_by_flannel_are_listed_and_bad_ones_reported(etcd_server)
     run(scenario())
 
 
+def test_keys_and_values_that_are_not_utf8_are_refused_never_fatal(etcd_server):
+    """Such a key used to kill the agent in the watch, and at every later start."""
+
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        client = raw_client(etcd_server.endpoint)
+        start = (await store.list()).revision
+        bad_key = SUBNETS.encode() + b"10.244.11.0-24\xff"
+        await client.put(bad_key, b'{"PublicIP":"10.250.0.9","BackendType":"host-gw"}')
+        await client.put(f"{SUBNETS}10.244.12.0-24".encode(), b'{"PublicIP":"\xff\xfe"}')
+        records = []
+        async for batch in store.watch(start):
+            records += [change.record for change in batch]
+            if len(records) >= 2:
+                break
+        listed = (await store.list()).records.values()
+        for record in [*records, *listed]:
+            assert record is not None
+            if "10.244.11.0" in record.key or "10.244.12.0" in record.key:
+                assert isinstance(record, InvalidRecord), record
+        assert any("\\xff" in r.key for r in listed if isinstance(r, InvalidRecord))
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
 def test_watch_hands_over_every_event_of_one_response(etcd_server):
     async def scenario():
         store = await configured(etcd_server.endpoint)

@@ -54,6 +54,10 @@ def test_plainnet_lease_value_is_what_flannel_expects():
         (b'{"PublicIP": "10.0.0.1", "PublicIPv6": "10.0.0.2"}', "not an IPv6 address"),
         (b'{"PublicIP": "banana"}', "does not appear to be an IPv4 or IPv6 address"),
         (b'["a list"]', "not a JSON object"),
+        (b'{"PublicIP": 167772161}', "PublicIP is not a string"),  # was read as 10.0.0.1
+        (b'{"PublicIP": "10.0.0.1", "PublicIPv6": 1}', "PublicIPv6 is not a string"),
+        (b'{"PublicIP": "10.0.0.1", "PlainnetNode": {"a": 1}}', "PlainnetNode is not a string"),
+        (b'{"PublicIP": "10.0.0.1", "x": "\xff\xfe"}', "decode"),  # not UTF-8
     ],
 )
 def test_bad_lease_values_are_invalid_records(value, reason):
@@ -65,6 +69,24 @@ def test_bad_lease_values_are_invalid_records(value, reason):
 def test_bad_key_is_an_invalid_record():
     record = fmt.parse_lease("k", "not-a-subnet", b"{}", 1)
     assert isinstance(record, InvalidRecord)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "10.5.34.0-24\n",  # a trailing newline (the old pattern's $ let it through)
+        "10.5.34.0-024",  # a zero-padded prefix length
+        "010.5.34.0-24",
+        "10.5.34.0-24&FD00:0:0:1::-64",  # upper-case hex
+        "10.5.34.0-24&fd00:0:0:1:0:0:0:0-64",  # not the compressed form
+        "fd00:0:0:1::-64&10.5.34.0-24",  # families swapped
+    ],
+)
+def test_keys_the_canonical_writer_would_not_produce_are_refused(name):
+    value = b'{"PublicIP": "10.0.0.1", "BackendType": "host-gw"}'
+    record = fmt.parse_lease("k", name, value, 1)
+    assert isinstance(record, InvalidRecord), record
+    assert record.label == "key-not-canonical"
 
 
 def test_config_defaults_follow_flannel():

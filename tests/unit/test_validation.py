@@ -107,3 +107,75 @@ def test_overlap_resolution_scales():
     cluster = [ip_network("10.244.0.0/16")]
     result = validate_peers({r.key: r for r in records}, OWN, cluster, HOST_GW)
     assert len(result.accepted) == len(records) - 256  # the /32s inside own 10.244.1.0/24
+
+
+@pytest.mark.parametrize(
+    ("address", "what"),
+    [
+        ("10.250.0.1", "this node's own address"),
+        ("10.250.0.0", "the network address of 10.250.0.0/24"),
+        ("10.250.0.255", "the broadcast address of 10.250.0.0/24"),
+        ("10.244.9.9", "inside the cluster CIDR 10.244.0.0/16"),
+        ("127.0.0.1", "a loopback address"),
+        ("224.0.0.1", "a multicast address"),
+        ("169.254.1.1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("255.255.255.255", "the broadcast address"),
+        ("fd00:250::1", "this node's own address (on eth0)"),
+        ("fd00:250::", "the network address of fd00:250::/64"),
+        ("fd00:10:0:9::5", "inside the cluster CIDR fd00:10::/48"),
+        ("::1", "a loopback address"),
+        ("fe80::1", "link-local"),
+        ("ff02::1", "a multicast address"),
+    ],
+)
+def test_a_node_address_no_route_may_point_at_is_refused(address, what):
+    """Each of these used to become a route's gateway (or a VXLAN destination); some the
+    kernel refused with EINVAL, retried every second for ever."""
+    family = ip_address(address).version
+    subnet = "10.244.2.0/24" if family == 4 else "fd00:10:0:2::/64"
+    [refusal] = validate(peer("n2", [subnet], [address])).refusals
+    assert refusal.reason == "address"
+    assert refusal.detail.startswith(f"node address {address} is {what}"), refusal.detail
+
+
+@pytest.mark.parametrize("backend", ["vxlan", "auto"])
+def test_vxlan_destinations_pass_the_same_address_checks(backend):
+    ctx = context(backend, LOCAL)
+    hostile = peer("n2", ["10.244.2.0/24"], ["10.244.7.7"], backend="vxlan")
+    [refusal] = validate_peers({"n2": hostile}, OWN, CLUSTER, ctx).refusals
+    assert refusal.reason == "address"
+
+
+def test_a_subnet_of_another_length_than_the_clusters_node_subnets_is_refused():
+    records = {
+        "small": peer("small", ["10.244.2.0/25"], ["10.250.0.2"]),
+        "big6": peer("big6", ["fd00:10:0:4::/63"], ["fd00:250::4"]),
+        "good": peer("good", ["10.244.3.0/24"], ["10.250.0.3"]),
+    }
+    result = validate_peers(records, OWN, CLUSTER, HOST_GW, {4: 24, 6: 64})
+    assert [r.key for r in result.accepted] == ["good"]
+    assert {r.key: r.reason for r in result.refusals} == {
+        "small": "prefix-length",
+        "big6": "prefix-length",
+    }
+
+
+def test_peer_strings_reach_the_log_escaped_and_capped():
+    forged = "n2\n2026-12-02 INFO plainnet.agent: route added: 0.0.0.0/0"
+    hostile = peer("k", ["10.9.0.0/24"], ["10.250.0.2"], node=forged)
+    [refusal] = validate(hostile).refusals
+    line = refusal.log_line()
+    assert "\n" not in line and "\\n2026-12-02" in line
+    huge = peer("k2", ["10.9.0.0/24"], ["10.250.0.2"], node="x" * (1 << 20))
+    [refusal] = validate(huge).refusals
+    assert len(refusal.log_line()) < 1000
+
+
+def test_a_cluster_cidr_around_the_node_network_still_lets_nodes_be_gateways():
+    cluster = [ip_network("10.0.0.0/8")]
+    node = peer("node", ["10.244.2.0/24"], ["10.250.0.2"])
+    pod = peer("pod", ["10.244.3.0/24"], ["10.7.0.5"])
+    result = validate_peers({"node": node, "pod": pod}, OWN, cluster, HOST_GW)
+    assert [r.key for r in result.accepted] == ["node"]
+    assert [(r.key, r.reason) for r in result.refusals] == [("pod", "address")]

@@ -80,11 +80,16 @@ def _spans_of(record: PeerRecord) -> list[tuple[int, int, int]]:
 
 class PeerView:
     def __init__(
-        self, own: PeerRecord, cluster_cidrs: list[IPNetwork], context: RoutingContext
+        self,
+        own: PeerRecord,
+        cluster_cidrs: list[IPNetwork],
+        context: RoutingContext,
+        node_prefixes: Mapping[int, int] | None = None,
     ) -> None:
         self.own = own
         self.cluster_cidrs = cluster_cidrs
         self.context = context
+        self.node_prefixes = node_prefixes
         self.accepted: dict[str, PeerRecord] = {}
         self.refusals: dict[str, Refusal] = {}
         self.desired: dict[IPNetwork, DesiredRoute] = {}
@@ -99,7 +104,9 @@ class PeerView:
         self._spans = {4: _Spans(), 6: _Spans()}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
-        validation = validate_peers(records, self.own, self.cluster_cidrs, self.context)
+        validation = validate_peers(
+            records, self.own, self.cluster_cidrs, self.context, self.node_prefixes
+        )
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
         losers = {r.key for r in validation.refusals if r.reason == "overlap"}
@@ -136,7 +143,9 @@ class PeerView:
             refusal = (
                 None
                 if record is None
-                else check_record(record, self.own, self.cluster_cidrs, self.context)
+                else check_record(
+                    record, self.own, self.cluster_cidrs, self.context, self.node_prefixes
+                )
             )
             for candidate in (
                 self._candidates.get(key),

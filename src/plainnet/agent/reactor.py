@@ -217,6 +217,7 @@ class Agent:
                 self.worker,
                 self.metrics,
                 self.settings.protocol,
+                node.node_prefixes,
             )
         else:
             self.reconciler.adopt(node.own, node.identity)
@@ -339,9 +340,11 @@ class Agent:
             self.metrics.own_record_restores.inc()
             node = self.node
             if own != node.own or own.key != node.own.key:
-                self._adopt(
-                    node_context(node.identity, own, node.backend, node.cluster_cidrs, node.claim)
+                restored = node_context(
+                    node.identity, own, node.backend, node.cluster_cidrs, node.claim
                 )
+                restored.node_prefixes = node.node_prefixes
+                self._adopt(restored)
                 self.observation.own_key = own.key
 
     async def _lag_loop(self) -> None:

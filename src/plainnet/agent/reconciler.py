@@ -136,8 +136,10 @@ class Reconciler:
         worker: KernelWorker,
         metrics: AgentMetrics,
         protocol: int,
+        node_prefixes: Mapping[int, int] | None = None,
     ) -> None:
         self.node = node
+        self.node_prefixes = node_prefixes
         self.own = own
         self.backend = backend
         self.cluster_cidrs = cluster_cidrs
@@ -296,7 +298,7 @@ class Reconciler:
         return view, touched
 
     def _rebuild(self, context: RoutingContext, records: Mapping[str, Record]) -> PeerView:
-        view = PeerView(self.own, self.cluster_cidrs, context)
+        view = PeerView(self.own, self.cluster_cidrs, context, self.node_prefixes)
         view.rebuild(records)
         return view
 

@@ -48,6 +48,8 @@ class NodeContext:
     cluster_cidrs: list[IPNetwork]
     state: NodeState
     claim: NodeClaim = field(repr=False)
+    #: The cluster's node subnet length per family, where the datastore knows it.
+    node_prefixes: dict[int, int] = field(default_factory=dict)
 
 
 async def start_node(
@@ -79,7 +81,9 @@ async def start_node(
         previous_subnets=previous.subnets if previous else (),
     )
     own = await datastore.claim(claim)
-    return node_context(identity, own, backend, list(network.cluster_cidrs), claim)
+    node = node_context(identity, own, backend, list(network.cluster_cidrs), claim)
+    node.node_prefixes = dict(network.node_prefixes)
+    return node
 
 
 def node_context(

@@ -13,6 +13,16 @@ becomes a route. Refusal reasons, each with its own metric label:
 - ``overlap``: a subnet overlapping this node's subnet or another peer's; of two
   overlapping peers the earlier claim wins.
 - ``not-on-link``: host-gw needs the peer's address on a network of this node.
+- ``key-not-canonical``: a key the canonical writer would not produce (trailing
+  characters, a zero-padded prefix length, ...).
+- ``prefix-length``: a subnet whose prefix length is not the cluster's node subnet
+  length of its family.
+- ``address``: a node address no route or tunnel may point at: this node's own, the
+  network or broadcast address of one of its networks, a pod address (inside the
+  cluster CIDR), loopback, multicast, link-local, unspecified.
+
+Everything a peer wrote and the log line repeats is escaped and capped
+(:func:`printable`): a newline cannot forge a line, a megabyte cannot become one.
 
 The generic checks are here; what a backend needs of a peer (host-gw: a gateway of
 each subnet's family, on-link; vxlan and auto: a node address of the underlay family,
@@ -23,12 +33,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import ip_network
 
 from plainnet.agent.backends.base import RoutingContext
+from plainnet.agent.local_networks import LocalNetwork
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
-from plainnet.ipam.types import IPNetwork
+from plainnet.ipam.types import IPAddress, IPNetwork
 
-__all__ = ["Refusal", "Validation", "check_record", "validate_peers"]
+__all__ = ["Refusal", "Validation", "check_record", "printable", "validate_peers"]
+
+#: The longest piece of peer-supplied text a log line carries.
+LOG_LIMIT = 200
+
+
+def printable(text: str, limit: int = LOG_LIMIT) -> str:
+    """``text`` safe for one log line: non-printable characters escaped, capped."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(escaped) > limit:
+        return f"{escaped[:limit]}... ({len(escaped)} characters)"
+    return escaped
 
 
 @dataclass(frozen=True)
@@ -39,7 +62,10 @@ class Refusal:
     detail: str  # the log line's explanation, naming the value
 
     def log_line(self) -> str:
-        return f"refused peer record of node {self.node} ({self.key}): {self.detail}"
+        return (
+            f"refused peer record of node {printable(self.node)} ({printable(self.key)}): "
+            f"{printable(self.detail, 2 * LOG_LIMIT)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,13 +79,14 @@ def validate_peers(
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
     context: RoutingContext,
+    node_prefixes: Mapping[int, int] | None = None,
 ) -> Validation:
     refusals: list[Refusal] = []
     candidates: list[PeerRecord] = []
     for record in records.values():
         if record.key == own.key:
             continue
-        refusal = check_record(record, own, cluster_cidrs, context)
+        refusal = check_record(record, own, cluster_cidrs, context, node_prefixes)
         if refusal is not None:
             refusals.append(refusal)
         else:
@@ -73,9 +100,12 @@ def check_record(
     own: PeerRecord,
     cluster_cidrs: list[IPNetwork],
     context: RoutingContext,
+    node_prefixes: Mapping[int, int] | None = None,
 ) -> Refusal | None:
+    """Why ``record`` may not become kernel state, or None. ``node_prefixes``: the
+    cluster's node subnet length per family, where the datastore knows it."""
     if isinstance(record, InvalidRecord):
-        return Refusal(record.key, "?", "unparseable", f"cannot parse it: {record.reason}")
+        return Refusal(record.key, "?", record.label, f"cannot parse it: {record.reason}")
     node = record.node
 
     def refuse(reason: str, detail: str) -> Refusal:
@@ -90,6 +120,13 @@ def check_record(
     if not record.subnets:
         return refuse("unparseable", "it has no subnet")
     for subnet in record.subnets:
+        wanted = node_prefixes.get(subnet.version) if node_prefixes else None
+        if wanted is not None and subnet.prefixlen != wanted:
+            return refuse(
+                "prefix-length",
+                f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
+                f"are /{wanted}",
+            )
         cluster = next((c for c in cluster_cidrs if c.version == subnet.version), None)
         if cluster is None:
             return refuse(
@@ -113,10 +150,106 @@ def check_record(
                 return refuse(
                     "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
                 )
+    for address in record.addresses:
+        problem = address_problem(address, own, cluster_cidrs, context)
+        if problem is not None:
+            return refuse("address", f"node address {address} is {problem}")
     problem = backend.check_peer(record, context.local, context.links)
     if problem is not None:
         return refuse(problem.reason, problem.detail)
     return None
+
+
+#: Ranges no node address may lie in, per family: (network, what it is).
+_NEVER = {
+    4: (
+        (ip_network("0.0.0.0/32"), "unspecified"),
+        (ip_network("127.0.0.0/8"), "a loopback address"),
+        (ip_network("169.254.0.0/16"), "link-local"),
+        (ip_network("224.0.0.0/4"), "a multicast address"),
+        (ip_network("255.255.255.255/32"), "the broadcast address"),
+    ),
+    6: (
+        (ip_network("::/128"), "unspecified"),
+        (ip_network("::1/128"), "a loopback address"),
+        (ip_network("fe80::/10"), "link-local"),
+        (ip_network("ff00::/8"), "a multicast address"),
+    ),
+}
+
+
+class _AddressRules:
+    """What :func:`address_problem` checks, prepared once per (own record, cluster,
+    local networks): one dict lookup and a handful of integer comparisons a record."""
+
+    def __init__(
+        self, own: PeerRecord, cluster_cidrs: list[IPNetwork], local: tuple[LocalNetwork, ...]
+    ) -> None:
+        self.exact: dict[IPAddress, str] = {}
+        for network in local:
+            net = network.network
+            if net.num_addresses > 2:
+                self.exact[net.network_address] = f"the network address of {net}"
+                if net.version == 4:
+                    self.exact[net.broadcast_address] = f"the broadcast address of {net}"
+            self.exact[network.address] = f"this node's own address (on {network.ifname})"
+        for address in own.addresses:
+            self.exact[address] = "this node's own address"
+        self.ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
+        for version, ranges in _NEVER.items():
+            for net, what in ranges:
+                self.ranges[version].append(
+                    (int(net.network_address), int(net.broadcast_address), what)
+                )
+        self.pods: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
+        for cidr in cluster_cidrs:
+            self.pods[cidr.version].append(
+                (
+                    int(cidr.network_address),
+                    int(cidr.broadcast_address),
+                    f"inside the cluster CIDR {cidr} (a pod's address)",
+                )
+            )
+        # A cluster CIDR drawn around the node network (10.0.0.0/8 with nodes on
+        # 10.250.0.0/24) is unusual but works: addresses on such a node network are
+        # nodes, not pods. The pod bridge's network (this node's subnet) is no such.
+        self.node_networks = [
+            (int(n.network.network_address), int(n.network.broadcast_address), n.network.version)
+            for n in local
+            if not any(n.network.overlaps(s) for s in own.subnets)  # type: ignore[arg-type]
+        ]
+
+    def problem(self, address: IPAddress) -> str | None:
+        found = self.exact.get(address)
+        if found is not None:
+            return found
+        value, version = int(address), address.version
+        for start, end, what in self.ranges[version]:
+            if start <= value <= end:
+                return what
+        for start, end, what in self.pods[version]:
+            if start <= value <= end and not any(
+                v == version and low <= value <= high for low, high, v in self.node_networks
+            ):
+                return what
+        return None
+
+
+#: The rules of the last (own, cluster_cidrs, context), compared by identity: a pass
+#: checks every record against the same three objects.
+_last_rules: list = [None, None, None, None]
+
+
+def address_problem(
+    address: IPAddress, own: PeerRecord, cluster_cidrs: list[IPNetwork], context: RoutingContext
+) -> str | None:
+    """Why a peer's node address may not be a gateway or a tunnel destination: what it
+    is instead, or None. The same check serves host-gw gateways and VXLAN underlay
+    destinations."""
+    last = _last_rules
+    if last[0] is not own or last[1] is not cluster_cidrs or last[2] is not context:
+        last[:] = [own, cluster_cidrs, context, _AddressRules(own, cluster_cidrs, context.local)]
+    return last[3].problem(address)
 
 
 def _resolve_overlaps(

@@ -40,6 +40,7 @@ from plainnet.datastore.records import (
     ClusterNetwork,
     DatastoreError,
     HistoryCompacted,
+    InvalidRecord,
     NodeClaim,
     PeerRecord,
     Record,
@@ -96,6 +97,12 @@ def etcd_client(endpoint: str, timeout: float = 5.0) -> aetcd.Client:
     return aetcd.Client(host=host, port=port, timeout=int(timeout) or 1, options=GRPC_OPTIONS)
 
 
+def decode_key(raw: bytes) -> str:
+    """A key as text; bytes that are not UTF-8 are escaped (the record is then refused,
+    never a reason to stop reading)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class EtcdDatastore:
     def __init__(
         self,
@@ -128,7 +135,9 @@ class EtcdDatastore:
             await self.client.close()
 
     def _record(self, kv: Any) -> Record:
-        key = kv.key.decode()
+        key = decode_key(kv.key)
+        if key.encode() != kv.key:
+            return InvalidRecord(key, "the key is not valid UTF-8", kv.create_revision)
         return fmt.parse_lease(key, key[len(self._subnets_prefix) :], kv.value, kv.create_revision)
 
     # --- network config --------------------------------------------------------------
@@ -199,7 +208,7 @@ class EtcdDatastore:
                         if isinstance(item, DatastoreError):
                             raise item
                         raise DatastoreError(f"etcd {self.endpoint}: watch failed: {item}")
-                    key = item.kv.key.decode()
+                    key = decode_key(item.kv.key)
                     record = self._record(item.kv) if item.kind == "PUT" else None
                     changes.append(Change(key, record, item.kv.mod_revision))
                 if changes:

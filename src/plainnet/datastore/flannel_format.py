@@ -35,7 +35,7 @@ NODE_FIELD = "PlainnetNode"
 
 _KEY = re.compile(
     r"^(?:(?P<v4>\d+\.\d+\.\d+\.\d+)-(?P<len4>\d+))?"
-    r"(?:&?(?P<v6>[0-9a-f:]+)-(?P<len6>\d+))?$"
+    r"(?:&?(?P<v6>[0-9a-f:]+)-(?P<len6>\d+))?\Z"
 )
 
 
@@ -192,11 +192,24 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
     :class:`InvalidRecord` saying what is wrong with it."""
     try:
         subnets = parse_subnet_key(name)
+    except ValueError as exc:
+        return InvalidRecord(key, str(exc), claimed_at, label="key-not-canonical")
+    if subnet_key(subnets) != name:
+        return InvalidRecord(
+            key=key,
+            reason=f"key {name!r} is not in canonical form (expected {subnet_key(subnets)!r})",
+            claimed_at=claimed_at,
+            label="key-not-canonical",
+        )
+    try:
         document = json.loads(value)
         if not isinstance(document, dict):
             raise ValueError("value is not a JSON object")
         addresses: list[IPAddress] = []
         public = document.get("PublicIP")
+        for field, given in (("PublicIP", public), ("PublicIPv6", document.get("PublicIPv6"))):
+            if given is not None and not isinstance(given, str):
+                raise ValueError(f"{field} is not a string")
         if public not in (None, "", "0.0.0.0"):
             address = ip_address(public)
             if not isinstance(address, IPv4Address):
@@ -214,6 +227,8 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
             if not isinstance(value, dict):
                 raise ValueError(f"{name} is not a JSON object")
         node = document.get(NODE_FIELD) or (str(addresses[0]) if addresses else name)
+        if not isinstance(node, str):
+            raise ValueError(f"{NODE_FIELD} is not a string")
         return PeerRecord(
             key=key,
             node=str(node),

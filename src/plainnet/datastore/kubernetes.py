@@ -61,14 +61,15 @@ def load_kube_config(kubeconfig: Path | None) -> KubeConfig:
         ) from None
 
 
-def node_record(node: Any, record_type: str) -> Record:
-    """A Node as a peer record; a node without a pod subnet yet is an invalid record."""
+def node_record(node: Any, record_type: str) -> Record | None:
+    """A Node as a peer record; None for a Node that has no pod subnet yet — it is
+    pending (the allocator has not reached it), not a bad record."""
     name = node.metadata.name
     claimed_at = int(created_at(node))
     try:
         cidrs = pod_cidrs(node)
         if not cidrs:
-            return InvalidRecord(name, "node has no podCIDR yet", claimed_at)
+            return None
         return PeerRecord(
             key=name,
             node=name,
@@ -112,7 +113,8 @@ class KubernetesDatastore:
             records = {}
             async for node in nodes:
                 record = node_record(node, self.record_type)
-                records[record.key] = record
+                if record is not None:
+                    records[record.key] = record
             return Snapshot(records, int(nodes.resourceVersion))
         except (ApiError, httpx.HTTPError) as exc:
             raise DatastoreError(f"Kubernetes API: listing nodes failed: {exc}") from None

@@ -37,11 +37,13 @@ class PeerRecord:
 
 @dataclass(frozen=True)
 class InvalidRecord:
-    """A record that exists in the datastore but cannot be parsed."""
+    """A record that exists in the datastore but cannot be parsed. ``label`` is the
+    refusal's metric label (``unparseable``, or a more precise one)."""
 
     key: str
     reason: str
     claimed_at: int = 0
+    label: str = "unparseable"
 
 
 Record = PeerRecord | InvalidRecord
