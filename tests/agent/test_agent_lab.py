@@ -198,6 +198,9 @@ def test_pods_keep_talking_while_etcd_is_down_and_a_new_node_joins_after(cluster
         assert all(p.ok for p in probe_pods(early_pods)), "the data plane needs no etcd"
         time.sleep(5)
     assert read_node_state(cluster.run_dir("node4")).subnets  # still the old file
+    # started while etcd is away: alive (a liveness probe must not kill it), not ready
+    assert http_status(cluster, "node4", "/healthz") == 200
+    assert http_status(cluster, "node4", "/readyz") == 503
     cluster.etcd.start()
     for node in ("node1", "node2", "node3"):
         wait_until(
@@ -206,6 +209,19 @@ def test_pods_keep_talking_while_etcd_is_down_and_a_new_node_joins_after(cluster
             what=f"{node} to learn node4's subnet after etcd returned",
         )
     assert all(p.ok for p in probe_pods(cluster.pods))
+    wait_until(lambda: http_status(cluster, "node4", "/readyz") == 200, 10, what="readiness")
+
+
+def http_status(cluster, node, path):
+    script = (
+        "import urllib.request, urllib.error\n"
+        "try:\n"
+        f"    print(urllib.request.urlopen('http://127.0.0.1:9158{path}', timeout=5).status)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print(exc.code)\n"
+    )
+    result = cluster.lab.run(node, [sys.executable, "-c", script], capture_output=True, text=True)
+    return int(result.stdout.strip() or 0)
 
 
 def test_a_burst_of_1000_leases_is_one_reconcile_pass(cluster_factory, lab_name):

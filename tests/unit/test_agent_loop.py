@@ -195,3 +195,33 @@ def test_a_resync_reads_the_kernel_again(tmp_path):
             await eventually(lambda: kernel.reads >= 3, timeout=3, what="resyncs")
 
     asyncio.run(scenario())
+
+
+def test_the_pod_bridge_is_never_taken_for_the_node_interface():
+    """A restarted agent on a node with pods stopped with "cannot tell which address is
+    this node's: interfaces cbr0, eth0 have addresses"."""
+    from ipaddress import ip_address, ip_network
+
+    from plainnet.agent.local_networks import LocalNetwork
+    from plainnet.agent.startup import node_networks, pick_node_addresses
+
+    eth0 = LocalNetwork(ip_network("10.250.0.0/24"), 2, "eth0", ip_address("10.250.0.5"))
+    cbr0 = LocalNetwork(ip_network("10.244.3.0/24"), 7, "cbr0", ip_address("10.244.3.1"))
+    cluster = (ip_network("10.244.0.0/16"),)
+    assert pick_node_addresses(node_networks([eth0, cbr0], cluster)) == (eth0.address,)
+
+
+def test_alive_from_the_first_second_ready_only_with_a_datastore(tmp_path):
+    async def scenario():
+        agent, store, _ = make(tmp_path)
+        store.fail["network_config"] = 3
+        async with running(agent):
+            await eventually(lambda: store.calls.get("network_config", 0) >= 1)
+            assert agent.alive()[0] and not agent.ready()[0]
+            await eventually(lambda: agent.ready()[0], what="ready")
+            store.fail["watch"] = 10**9
+            store.events.put_nowait(DatastoreError("gone"))
+            await eventually(lambda: not agent.ready()[0], what="not ready")
+            assert agent.alive()[0], "the datastore being away is no reason to restart"
+
+    asyncio.run(scenario())

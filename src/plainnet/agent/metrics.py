@@ -1,7 +1,11 @@
-"""Prometheus metrics and the agent's small HTTP endpoint (``/metrics``, ``/healthz``).
+"""Prometheus metrics and the agent's small HTTP endpoint: ``/metrics``, ``/healthz``
+(liveness: the process works and keeps the kernel state) and ``/readyz`` (readiness:
+the datastore is reachable, the node has its subnet, the last pass succeeded).
 
-The endpoint is served on the agent's own asyncio loop (prometheus-client's threaded
-server would not know whether the loop is alive; ``/healthz`` must).
+The endpoint is served on the agent's own asyncio loop from the first second — also
+while the agent waits for its datastore (prometheus-client's threaded server would not
+know whether the loop is alive; ``/healthz`` must). A restarted agent whose datastore
+is down is alive, not ready: a liveness probe must not kill it again and again.
 """
 
 from __future__ import annotations
@@ -80,10 +84,13 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
+Check = Callable[[], tuple[bool, str]]
+
+
 async def serve_http(
-    host: str, port: int, metrics: AgentMetrics, healthy: Callable[[], tuple[bool, str]]
+    host: str, port: int, metrics: AgentMetrics, alive: Check, ready: Check
 ) -> asyncio.Server:
-    """Serve GET /metrics and /healthz on ``host:port``."""
+    """Serve GET /metrics, /healthz (``alive``) and /readyz (``ready``) on ``host:port``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -94,8 +101,8 @@ async def serve_http(
             path = parts[1] if len(parts) > 1 else "/"
             if path == "/metrics":
                 status, body, kind = "200 OK", metrics.render(), CONTENT_TYPE_LATEST
-            elif path == "/healthz":
-                ok, reason = healthy()
+            elif path in ("/healthz", "/readyz"):
+                ok, reason = (alive if path == "/healthz" else ready)()
                 status = "200 OK" if ok else "503 Service Unavailable"
                 body, kind = (reason + "\n").encode(), "text/plain"
             else:

@@ -356,16 +356,33 @@ class Agent:
 
     # --- health --------------------------------------------------------------------------
 
-    def health(self) -> tuple[bool, str]:
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: the loop answers (this runs on it) and passes are not stuck. While
+        starting or with the datastore away the agent is alive — it keeps the routes."""
+        if self._last_pass_ok:
+            stale = time.monotonic() - self._last_pass_ok > 3 * self.settings.resync_seconds + 5
+            if stale and self._last_error:
+                return False, f"no successful pass for too long: {self._last_error}"
+        return True, f"ok ({self.phase()})"
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: the node has its subnet, the datastore is reachable and the last
+        pass succeeded."""
+        if self.node is None or not self._last_pass_ok:
+            return False, self.phase()
         if self._last_error:
             return False, self._last_error
+        if not self.metrics.datastore_up._value.get():
+            return False, "datastore unreachable"
+        return True, f"ok ({self.passes} passes)"
+
+    def phase(self) -> str:
+        if self.node is None:
+            return "starting: waiting for the datastore and this node's subnet"
         if not self._last_pass_ok:
-            return False, "starting"
-        stale = time.monotonic() - self._last_pass_ok > 3 * self.settings.resync_seconds + 5
-        if stale:
-            return False, "no reconcile pass for too long"
+            return "starting: first pass"
         datastore = "up" if self.metrics.datastore_up._value.get() else "unreachable"
-        return True, f"ok (datastore {datastore}, {self.passes} passes)"
+        return f"datastore {datastore}, {self.passes} passes"
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -62,7 +62,9 @@ async def start_node(
     interfaces' MTUs, by ifindex."""
     network = await datastore.network_config()
     backend = load_backend(network.backend, network.backend_options)
-    addresses = settings.node_addresses or pick_node_addresses(local)
+    addresses = settings.node_addresses or pick_node_addresses(
+        node_networks(local, network.cluster_cidrs)
+    )
     uplink = on_link_network(addresses[0], local)
     if uplink is None:
         raise PlainnetError(
@@ -103,6 +105,21 @@ def node_context(
         backend=backend.name,
     )
     return NodeContext(identity, own, backend, cluster_cidrs, state, claim)
+
+
+def node_networks(
+    local: list[LocalNetwork], cluster_cidrs: tuple[IPNetwork, ...]
+) -> list[LocalNetwork]:
+    """The networks that can be the node's own: not a pod bridge's (``cbr0`` holds the
+    pod gateway, inside the cluster CIDR, once the first pod exists)."""
+    return [
+        n
+        for n in local
+        if not any(
+            n.network.version == c.version and n.network.subnet_of(c)  # type: ignore[arg-type]
+            for c in cluster_cidrs
+        )
+    ]
 
 
 def pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:

@@ -103,7 +103,7 @@ def _listen(value: str) -> tuple[str, int]:
     "--metrics",
     default="127.0.0.1:9158",
     show_default=True,
-    help="HOST:PORT for /metrics and /healthz, or off.",
+    help="HOST:PORT for /metrics, /healthz (liveness) and /readyz (readiness), or off.",
 )
 @click.option(
     "--cni/--no-cni",
@@ -210,7 +210,7 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
         http = None
         try:
             if listen[1]:
-                http = await serve_http(listen[0], listen[1], metrics, agent.health)
+                http = await serve_http(listen[0], listen[1], metrics, agent.alive, agent.ready)
             await agent.run(stop)
         finally:
             if http is not None:
