@@ -5,6 +5,7 @@ usage: python -m tests.helpers.etcd_tool ENDPOINT put KEY VALUE
        python -m tests.helpers.etcd_tool ENDPOINT delete KEY
        python -m tests.helpers.etcd_tool ENDPOINT put-leases COUNT FIRST_INDEX GATEWAY_PREFIX
        python -m tests.helpers.etcd_tool ENDPOINT time-put KEY VALUE   (prints seconds)
+       python -m tests.helpers.etcd_tool ENDPOINT flood COUNT   (COUNT separate hostile puts)
 
 put-leases writes COUNT host-gw leases /coreos.com/network/subnets/10.<a>.<b>.0-24 in one
 transaction, spread over gateways GATEWAY_PREFIX.<200..249>.
@@ -57,6 +58,16 @@ async def main(endpoint: str, command: str, *args: str) -> None:
                 )
             succeeded, _ = await client.transaction(compare=[], success=puts, failure=[])
             assert succeeded
+        elif command == "flood":
+            value = json.dumps({"PublicIP": "10.250.0.9", "BackendType": "host-gw"}).encode()
+            keys = [
+                f"{PREFIX}192.{168 + i // 65536}.{i // 256 % 256}.{i % 256}-32"
+                for i in range(int(args[0]))
+            ]
+            for start in range(0, len(keys), 200):  # separate puts, 200 in flight
+                await asyncio.gather(
+                    *(client.put(k.encode(), value) for k in keys[start : start + 200])
+                )
         else:
             raise SystemExit(f"unknown command {command}")
     finally:

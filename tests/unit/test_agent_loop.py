@@ -225,3 +225,19 @@ def test_alive_from_the_first_second_ready_only_with_a_datastore(tmp_path):
             assert agent.alive()[0], "the datastore being away is no reason to restart"
 
     asyncio.run(scenario())
+
+
+def test_refusals_are_logged_rate_limited_with_a_summary(caplog):
+    from plainnet.agent.reconciler import RefusalLog
+    from plainnet.agent.validation import Refusal
+
+    now = [0.0]
+    refusals = RefusalLog(burst=5, window=10.0, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="plainnet.agent"):
+        for number in range(3000):  # a flood of separate hostile puts
+            refusals.report(Refusal(f"k{number}", "evil", "outside-cluster", "subnet x"))
+        now[0] = 11.0
+        refusals.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6
+    assert "refused 2995 more peer records" in lines[-1] and "outside-cluster: 2995" in lines[-1]

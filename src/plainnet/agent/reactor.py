@@ -69,6 +69,9 @@ class Dirty:
 
     async def take(self) -> set[str]:
         await self.event.wait()
+        return self.take_now()
+
+    def take_now(self) -> set[str]:
         self.event.clear()
         triggers, self.triggers = self.triggers, set()
         return triggers

@@ -66,6 +66,45 @@ DETAILED_LOG_LIMIT = 20
 INCREMENTAL_LIMIT = 256
 
 
+class RefusalLog:
+    """Refusal log lines, rate-limited: the first ``burst`` in a ``window`` are logged
+    (each a record's first refusal for its reason), the rest are counted by reason and
+    summed up in one line when the window has passed. A flood of thousands of hostile
+    puts is a few dozen lines, not a megabyte; the metric still counts every one."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0, clock=time.monotonic) -> None:
+        self.burst, self.window, self.clock = burst, window, clock
+        self._started = clock()
+        self._logged = 0
+        self._suppressed: dict[str, int] = {}
+
+    def report(self, refusal: Refusal) -> None:
+        self._roll()
+        if self._logged < self.burst:
+            self._logged += 1
+            log.warning("%s", refusal.log_line())
+        else:
+            self._suppressed[refusal.reason] = self._suppressed.get(refusal.reason, 0) + 1
+
+    def flush(self) -> None:
+        self._roll()
+
+    def _roll(self) -> None:
+        now = self.clock()
+        if now - self._started < self.window:
+            return
+        if self._suppressed:
+            total = sum(self._suppressed.values())
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self._suppressed.items()))
+            log.warning(
+                "refused %d more peer records in the last %.0fs (%s); not logged one by one",
+                total,
+                now - self._started,
+                reasons,
+            )
+        self._started, self._logged, self._suppressed = now, 0, {}
+
+
 class Kernel(Protocol):
     """What the reconciler needs of the kernel (:class:`~plainnet.agent.kernel.KernelRoutes`
     in the agent; a fake in the loop's unit tests)."""
@@ -155,7 +194,9 @@ class Reconciler:
         #: Backs off retries after kernel refusals and failed passes.
         self.retry_backoff = Backoff(first=1.0, limit=30.0)
         self.events = EventFilter(cluster=tuple(cluster_cidrs))
-        self._reported: set[tuple[str, str]] = set()
+        #: key -> detail of every refusal already reported (logged and counted).
+        self._reported: dict[str, str] = {}
+        self.refusal_log = RefusalLog()
         self._own_devices = all_device_names()
         self._others = other_backends(backend)
 
@@ -200,7 +241,7 @@ class Reconciler:
             if epoch == self._epoch:  # not adopted or forgotten meanwhile
                 self.view = view
         if touched is None or changed:
-            self._report_refusals(list(view.refusals.values()))
+            self._report_refusals(view.refusals, None if touched is None else changed)
         if touched is None or fresh:
             plan = await self._on_worker(self._full_plan, view, state)
         else:
@@ -310,13 +351,21 @@ class Reconciler:
 
     # --- reporting -----------------------------------------------------------------------
 
-    def _report_refusals(self, refusals: list[Refusal]) -> None:
-        current = {(r.key, r.detail) for r in refusals}
-        for refusal in refusals:
-            if (refusal.key, refusal.detail) not in self._reported:
-                log.warning("%s", refusal.log_line())
+    def _report_refusals(self, refusals: Mapping[str, Refusal], keys: set[str] | None) -> None:
+        """Log and count each refusal once (per record and detail): of the changed
+        ``keys`` after an incremental update — O(changes) — or of all after a rebuild."""
+        reported = self._reported
+        if keys is None:
+            keys = set(refusals) | set(reported)
+        for key in keys:
+            refusal = refusals.get(key)
+            if refusal is None:
+                reported.pop(key, None)
+            elif reported.get(key) != refusal.detail:
+                reported[key] = refusal.detail
+                self.refusal_log.report(refusal)
                 self.metrics.refused.labels(refusal.reason).inc()
-        self._reported = current
+        self.refusal_log.flush()
 
     def _count(self, plan: Plan) -> None:
         self.metrics.route_changes.labels("add").inc(len(plan.add_routes))

@@ -120,13 +120,6 @@ def check_record(
     if not record.subnets:
         return refuse("unparseable", "it has no subnet")
     for subnet in record.subnets:
-        wanted = node_prefixes.get(subnet.version) if node_prefixes else None
-        if wanted is not None and subnet.prefixlen != wanted:
-            return refuse(
-                "prefix-length",
-                f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
-                f"are /{wanted}",
-            )
         cluster = next((c for c in cluster_cidrs if c.version == subnet.version), None)
         if cluster is None:
             return refuse(
@@ -137,6 +130,13 @@ def check_record(
         if not subnet.subnet_of(cluster):  # type: ignore[arg-type]
             return refuse(
                 "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
+            )
+        wanted = node_prefixes.get(subnet.version) if node_prefixes else None
+        if wanted is not None and subnet.prefixlen != wanted:
+            return refuse(
+                "prefix-length",
+                f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
+                f"are /{wanted}",
             )
         for network in context.local:
             if network.network.overlaps(subnet):
