@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build a real kube-apiserver and kube-controller-manager (v1.20.2) from Debian's own
 # `kubernetes` source package with Debian's Go 1.19, offline, once per machine, into a
-# cache outside the checkout (default /var/cache/plainnet/kube-v1.20.2). Later runs find
+# cache outside the checkout (default /var/cache/plainnet/kube-v1.20.2-2). Later runs find
 # the binaries there and return at once. Recipe and pitfalls: shared/testbeds/kubernetes.md.
 #
 # usage: scripts/build-kube.sh [CACHE_DIR]     prints the directory holding the binaries
 set -euo pipefail
 
-cache=${1:-${PLAINNET_KUBE_CACHE:-/var/cache/plainnet/kube-v1.20.2}}
+# The "-2": binaries built before the reflect2 fix below must be rebuilt, not found.
+cache=${1:-${PLAINNET_KUBE_CACHE:-/var/cache/plainnet/kube-v1.20.2-2}}
 if [[ -x $cache/kube-apiserver && -x $cache/kube-controller-manager ]]; then
     echo "$cache"
     exit 0
@@ -26,7 +27,8 @@ if [[ ! -f $sources ]]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends golang-1.19 dpkg-dev openssl >/dev/null
+apt-get install -y -qq --no-install-recommends golang-1.19 dpkg-dev openssl \
+    golang-github-modern-go-reflect2-dev >/dev/null
 go=/usr/lib/go-1.19/bin/go
 
 work=$(mktemp -d /var/tmp/plainnet-kube-build.XXXXXX)
@@ -42,6 +44,14 @@ ln -s "$work/tree" gopath/src/k8s.io/kubernetes
 export GOPATH=$work/gopath GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS=
 export GOCACHE=$work/gocache
 cd gopath/src/k8s.io/kubernetes
+
+# The vendored github.com/modern-go/reflect2 v1.0.1 is broken under Go >= 1.18: the
+# server panics (nil pointer in reflect2.(*frozenConfig).Type2) on some requests, e.g.
+# once it has answered a client with curl's User-Agent. Debian's 1.0.2 is fixed.
+fixed=/usr/share/gocode/src/github.com/modern-go/reflect2
+test -f "$fixed/reflect2.go"
+rm -rf vendor/github.com/modern-go/reflect2
+cp -r "$fixed" vendor/github.com/modern-go/reflect2
 
 # The tarball lacks the generated OpenAPI definitions: generate them as upstream's
 # `make generated_files` does, from every package tagged +k8s:openapi-gen=.

@@ -30,7 +30,7 @@ from plainnet.testing.etcd_server import free_port
 OPENSSL = "/usr/bin/openssl"
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-kube.sh"
 RBAC_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "rbac.yaml"
-DEFAULT_CACHE = Path("/var/cache/plainnet/kube-v1.20.2")
+DEFAULT_CACHE = Path("/var/cache/plainnet/kube-v1.20.2-2")  # -2: built with reflect2 1.0.2
 SERVICE_CIDR = "10.96.0.0/16"
 
 #: Where objects of each kind are created.
@@ -264,12 +264,19 @@ class KubeControlPlane:
             return False
 
     def request(
-        self, method: str, path: str, body: Any = None, identity: str = "admin"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        identity: str = "admin",
+        user_agent: str | None = None,
     ) -> tuple[int, Any]:
         """A raw API request as ``identity``: (HTTP status, decoded JSON or text)."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": f"Bearer {self.tokens[identity]}"}
+        if user_agent is not None:
+            headers["User-Agent"] = user_agent
         if data is not None:
             headers["Content-Type"] = (
                 "application/merge-patch+json" if method == "PATCH" else "application/json"
