@@ -11,7 +11,7 @@ from plainnet.agent.kernel_model import DesiredRoute
 def context(backend: str, local, ifindex: int = 7, underlay: int = 4, **options) -> RoutingContext:
     """``backend`` over ``local``; an overlay's device is ``ifindex`` on ``underlay``."""
     chosen = load_backend(backend, options)
-    links = VxlanLinks(ifindex, underlay) if chosen.device_names else None
+    links = VxlanLinks(ifindex, underlay, "0e:70:0a:fa:01:02") if chosen.device_names else None
     return RoutingContext(chosen, tuple(local), links)
 
 

@@ -6,6 +6,7 @@ import pytest
 from tests.helpers.routing import context, desired_routes
 
 from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.peer_view import PeerView
 from plainnet.agent.validation import validate_peers
 from plainnet.datastore.records import InvalidRecord, PeerRecord
 
@@ -32,9 +33,7 @@ def peer(key, subnets, addresses, backend="host-gw", claimed_at=10, node=None):
 
 
 def validate(*records):
-    return validate_peers(
-        {r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, HOST_GW
-    )
+    return validate_peers({r.key: r for r in records} | {OWN.key: OWN}, OWN, CLUSTER, HOST_GW)
 
 
 def test_valid_peers_become_routes():
@@ -101,11 +100,19 @@ def test_a_dual_stack_and_a_single_stack_key_for_one_subnet_overlap():
 
 def test_overlap_resolution_scales():
     records = [
-        peer(f"n{i}", [f"10.244.{i // 256}.{i % 256}/32"], ["10.250.0.9"], claimed_at=i)
+        peer(
+            f"n{i}",
+            [f"10.244.{i // 256}.{i % 256}/32"],
+            [f"10.250.{i // 250 + 1}.{i % 250 + 2}"],  # one address each: no duplicates
+            claimed_at=i,
+        )
         for i in range(2, 20_000)
     ]
     cluster = [ip_network("10.244.0.0/16")]
-    result = validate_peers({r.key: r for r in records}, OWN, cluster, HOST_GW)
+    wide = context(
+        "host-gw", [LocalNetwork(ip_network("10.250.0.0/16"), 2, "eth0", ip_address("10.250.0.1"))]
+    )
+    result = validate_peers({r.key: r for r in records}, OWN, cluster, wide)
     assert len(result.accepted) == len(records) - 256  # the /32s inside own 10.244.1.0/24
 
 
@@ -179,3 +186,61 @@ def test_a_cluster_cidr_around_the_node_network_still_lets_nodes_be_gateways():
     result = validate_peers({"node": node, "pod": pod}, OWN, cluster, HOST_GW)
     assert [r.key for r in result.accepted] == ["node"]
     assert [(r.key, r.reason) for r in result.refusals] == [("pod", "address")]
+
+
+def test_two_nodes_claiming_one_address_the_later_is_refused_and_named():
+    early = peer("early", ["10.244.2.0/24"], ["10.250.0.2"], claimed_at=1)
+    late = peer("late", ["10.244.3.0/24"], ["10.250.0.2"], claimed_at=2)
+    result = validate(late, early)
+    assert [r.key for r in result.accepted] == ["early"]
+    [refusal] = result.refusals
+    assert (refusal.key, refusal.reason) == ("late", "duplicate-address")
+    assert "node early's" in refusal.detail
+
+
+@pytest.mark.parametrize(
+    ("mac", "reason"),
+    [("00:00:00:00:00:00", "mac"), ("0e:70:0a:fa:01:02", "mac"), ("aa:00:00:00:00:01", None)],
+)
+def test_vxlan_macs_all_zero_or_this_nodes_own_are_refused(mac, reason):
+    vx = context("vxlan", LOCAL)
+    record = PeerRecord(
+        "k",
+        "n",
+        (ip_network("10.244.2.0/24"),),
+        (ip_address("10.250.0.7"),),
+        "vxlan",
+        backend_data={"VNI": 1, "VtepMAC": mac},
+    )
+    result = validate_peers({"k": record}, OWN, CLUSTER, vx)
+    assert [r.reason for r in result.refusals] == ([reason] if reason else [])
+
+
+def test_a_mac_another_peer_holds_is_refused_and_cannot_re_point_its_fdb_entry():
+    vx = context("vxlan", LOCAL)
+    honest = PeerRecord(
+        "honest",
+        "honest",
+        (ip_network("10.244.2.0/24"),),
+        (ip_address("10.250.0.7"),),
+        "vxlan",
+        backend_data={"VtepMAC": "aa:00:00:00:00:07"},
+        claimed_at=1,
+    )
+    thief = PeerRecord(
+        "thief",
+        "thief",
+        (ip_network("10.244.3.0/24"),),
+        (ip_address("10.250.0.8"),),
+        "vxlan",
+        backend_data={"VtepMAC": "aa:00:00:00:00:07"},
+        claimed_at=2,
+    )
+    view = PeerView(OWN, CLUSTER, vx)
+    view.rebuild({"honest": honest})
+    assert view.update({"honest": honest, "thief": thief}, {"thief"}) is None  # coupled
+    view.rebuild({"honest": honest, "thief": thief})
+    assert view.refusals["thief"].reason == "duplicate-mac"
+    assert view.entries.fdb == {(7, "aa:00:00:00:00:07"): frozenset({ip_address("10.250.0.7")})}
+    view.rebuild({"honest": honest})  # the thief's record deleted: the entry is intact
+    assert view.entries.fdb == {(7, "aa:00:00:00:00:07"): frozenset({ip_address("10.250.0.7")})}

@@ -8,9 +8,11 @@ change, and only where the result is *provably the same* as a rebuild:
 - a record's own checks (parse, backend, cluster CIDR, family, local networks, this
   node's subnet, on-link) depend only on that record and this node, so they can be
   redone for the changed records alone;
-- the only thing that couples records is overlap (the earlier claim wins). If no
-  changed subnet, old or new, overlaps the subnet of any other record, no other
-  record's fate can change. Otherwise ``update`` declines and the caller rebuilds.
+- the only things that couple records are overlap and shared identities (a node
+  address, a VTEP MAC) — the earlier claim wins. If no changed subnet, old or new,
+  overlaps the subnet of any other record and no changed record shares an identity
+  with another, no other record's fate can change. Otherwise ``update`` declines and
+  the caller rebuilds.
 
 Overlap queries use per-family lists of (start, end, key) sorted by start, so a query
 looks only at the neighbourhood of the subnet (plus the span of the largest subnet).
@@ -35,9 +37,13 @@ from plainnet.agent.kernel_model import (
     NeighbourKey,
     NexthopKey,
 )
-from plainnet.agent.validation import Refusal, check_record, validate_peers
+from plainnet.agent.validation import Refusal, check_record, identities, validate_peers
 from plainnet.datastore.records import PeerRecord, Record
 from plainnet.ipam.types import IPNetwork
+
+#: Refusals that depend on other records (the earlier claim wins): a change near one
+#: may turn it around, so the view rebuilds instead of updating.
+COUPLED = frozenset({"overlap", "duplicate-address", "duplicate-mac"})
 
 
 class _Spans:
@@ -102,6 +108,9 @@ class PeerView:
         self._candidates: dict[str, PeerRecord] = {}  # passed their own checks
         self._routes_by_key: dict[str, dict[IPNetwork, DesiredRoute]] = {}
         self._spans = {4: _Spans(), 6: _Spans()}
+        #: identity (an address, a MAC) -> the candidate holding it, or the set of them
+        #: when several do (rare: a duplicate); keyed by the value itself, no tuples.
+        self._holders: dict[object, str | set[str]] = {}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
         validation = validate_peers(
@@ -109,7 +118,7 @@ class PeerView:
         )
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
-        losers = {r.key for r in validation.refusals if r.reason == "overlap"}
+        losers = {r.key for r in validation.refusals if r.reason in COUPLED}
         self._candidates = dict(self.accepted)
         for key in losers:
             record = records.get(key)
@@ -123,6 +132,9 @@ class PeerView:
         self._spans = {
             v: _Spans.of((s, e, k) for version, s, e, k in spans if version == v) for v in (4, 6)
         }
+        self._holders = {}
+        for key, record in self._candidates.items():
+            self._hold(key, record, validation.identities.get(key))
         self._routes_by_key = {}
         self.desired = {}
         self.nexthop_refs = Counter()
@@ -151,7 +163,9 @@ class PeerView:
                 self._candidates.get(key),
                 record if record is not None and refusal is None else None,
             ):
-                if isinstance(candidate, PeerRecord) and self._overlaps_other(candidate, key):
+                if isinstance(candidate, PeerRecord) and (
+                    self._overlaps_other(candidate, key) or self._shares_identity(candidate, key)
+                ):
                     return None
             checked[key] = (record, refusal)
         batch = [
@@ -169,7 +183,15 @@ class PeerView:
                     and other_start <= end
                 ):
                     return None  # two changed records overlap each other
-        if any(key in self.refusals and self.refusals[key].reason == "overlap" for key in checked):
+        changed_ids = [
+            identity
+            for record, refusal in checked.values()
+            if isinstance(record, PeerRecord) and refusal is None
+            for identity in identities(record, self.context)
+        ]
+        if len(changed_ids) != len(set(changed_ids)):
+            return None  # two changed records share an address or MAC
+        if any(key in self.refusals and self.refusals[key].reason in COUPLED for key in checked):
             return None
         self.touched_entries = (set(), set())
         touched: set[IPNetwork] = set()
@@ -184,9 +206,39 @@ class PeerView:
             self._candidates[key] = record
             for version, start, end in _spans_of(record):
                 self._spans[version].add(start, end, key)
+            self._hold(key, record)
             self.accepted[key] = record
             touched.update(self._add(key, record))
         return touched
+
+    def _hold(self, key: str, record: PeerRecord, known: list | None = None) -> None:
+        holders = self._holders
+        for _, value in known if known is not None else identities(record, self.context):
+            held = holders.get(value)
+            if held is None:
+                holders[value] = key
+            elif isinstance(held, set):
+                held.add(key)
+            elif held != key:
+                holders[value] = {held, key}
+
+    def _release(self, key: str, record: PeerRecord) -> None:
+        holders = self._holders
+        for _, value in identities(record, self.context):
+            held = holders.get(value)
+            if held == key:
+                del holders[value]
+            elif isinstance(held, set):
+                held.discard(key)
+                if len(held) == 1:
+                    holders[value] = held.pop()
+
+    def _shares_identity(self, record: PeerRecord, key: str) -> bool:
+        for _, value in identities(record, self.context):
+            held = self._holders.get(value)
+            if held is not None and held != key:
+                return True  # another key, or a set (which always holds another)
+        return False
 
     def _overlaps_other(self, record: PeerRecord, key: str) -> bool:
         return any(
@@ -201,6 +253,7 @@ class PeerView:
         if old is not None:
             for version, start, end in _spans_of(old):
                 self._spans[version].remove(start, end, key)
+            self._release(key, old)
         routes = self._routes_by_key.pop(key, None)
         if routes is None:
             return set()

@@ -13,6 +13,9 @@ becomes a route. Refusal reasons, each with its own metric label:
 - ``overlap``: a subnet overlapping this node's subnet or another peer's; of two
   overlapping peers the earlier claim wins.
 - ``not-on-link``: host-gw needs the peer's address on a network of this node.
+- ``duplicate-address``, ``duplicate-mac``: a node address (or VTEP MAC) an earlier
+  claim of another node holds; the earlier claim wins.
+- ``mac``: a VTEP MAC that is all zeros or this node's own.
 - ``key-not-canonical``: a key the canonical writer would not produce (trailing
   characters, a zero-padded prefix length, ...).
 - ``prefix-length``: a subnet whose prefix length is not the cluster's node subnet
@@ -32,8 +35,8 @@ the same VNI, a unicast VTEP MAC) is its own :meth:`~.backends.base.Backend.chec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from ipaddress import ip_network
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from plainnet.agent.backends.base import RoutingContext
 from plainnet.agent.local_networks import LocalNetwork
@@ -72,6 +75,8 @@ class Refusal:
 class Validation:
     accepted: list[PeerRecord]
     refusals: list[Refusal]
+    #: The identities of every record that reached the duplicate check, by key.
+    identities: dict[str, list[tuple[str, object]]] = field(default_factory=dict)
 
 
 def validate_peers(
@@ -92,7 +97,56 @@ def validate_peers(
         else:
             candidates.append(record)  # type: ignore[arg-type]
     accepted, overlaps = _resolve_overlaps(candidates, own)
-    return Validation(accepted, refusals + overlaps)
+    found = {r.key: identities(r, context) for r in accepted}
+    accepted, duplicates = _resolve_duplicates(accepted, found)
+    return Validation(accepted, refusals + overlaps + duplicates, found)
+
+
+def identities(record: PeerRecord, context: RoutingContext) -> list[tuple[str, object]]:
+    """What no two accepted peers may share, as (kind, value): node addresses, and what
+    the backend adds (a VTEP MAC). An address is (version, int): ``ipaddress`` objects
+    hash in Python code, and a rebuild hashes 20,000 of them several times."""
+    found: list[tuple[str, object]] = [
+        ("address", (a.version, int(a))) for a in record.addresses
+    ]
+    found.extend(context.backend.identities(record, context.links))
+    return found
+
+
+def _shown(kind: str, value: object) -> str:
+    if kind == "address" and isinstance(value, tuple):
+        version, number = value
+        return str(IPv4Address(number) if version == 4 else IPv6Address(number))
+    return str(value)
+
+
+def _resolve_duplicates(
+    accepted: list[PeerRecord], found: Mapping[str, list[tuple[str, object]]]
+) -> tuple[list[PeerRecord], list[Refusal]]:
+    """Refuse every record that shares an address or MAC with an earlier claim."""
+    holders: dict[tuple[str, object], PeerRecord] = {}
+    kept, refusals = [], []
+    for record in sorted(accepted, key=lambda r: (r.claimed_at, r.key)):
+        mine = found[record.key]
+        clash = next((i for i in mine if i in holders), None)
+        if clash is None:
+            holders.update(dict.fromkeys(mine, record))
+            kept.append(record)
+            continue
+        kind, value = clash
+        holder = holders[clash]
+        refusals.append(
+            Refusal(
+                record.key,
+                record.node,
+                f"duplicate-{kind}",
+                f"its {kind} {_shown(kind, value)} is node {holder.node}'s ({holder.key}), "
+                "claimed earlier",
+            )
+        )
+    order = {r.key: i for i, r in enumerate(accepted)}
+    kept.sort(key=lambda r: order[r.key])
+    return kept, refusals
 
 
 def check_record(
@@ -127,7 +181,7 @@ def check_record(
                 f"subnet {subnet} is IPv{subnet.version}, but the cluster "
                 f"has no IPv{subnet.version} CIDR",
             )
-        if not subnet.subnet_of(cluster):  # type: ignore[arg-type]
+        if not _within(subnet, cluster):
             return refuse(
                 "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
             )
@@ -139,14 +193,14 @@ def check_record(
                 f"are /{wanted}",
             )
         for network in context.local:
-            if network.network.overlaps(subnet):
+            if _overlap(network.network, subnet):
                 return refuse(
                     "local-network",
                     f"subnet {subnet} overlaps network {network.network} of this "
                     f"node ({network.ifname})",
                 )
         for own_subnet in own.subnets:
-            if own_subnet.overlaps(subnet):
+            if _overlap(own_subnet, subnet):
                 return refuse(
                     "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
                 )
@@ -185,16 +239,21 @@ class _AddressRules:
     def __init__(
         self, own: PeerRecord, cluster_cidrs: list[IPNetwork], local: tuple[LocalNetwork, ...]
     ) -> None:
-        self.exact: dict[IPAddress, str] = {}
+        #: (version, int) -> what it is: ints hash in C, ``ipaddress`` objects in Python.
+        self.exact: dict[tuple[int, int], str] = {}
+
+        def note(address: IPAddress, what: str) -> None:
+            self.exact[(address.version, int(address))] = what
+
         for network in local:
             net = network.network
             if net.num_addresses > 2:
-                self.exact[net.network_address] = f"the network address of {net}"
+                note(net.network_address, f"the network address of {net}")
                 if net.version == 4:
-                    self.exact[net.broadcast_address] = f"the broadcast address of {net}"
-            self.exact[network.address] = f"this node's own address (on {network.ifname})"
+                    note(net.broadcast_address, f"the broadcast address of {net}")
+            note(network.address, f"this node's own address (on {network.ifname})")
         for address in own.addresses:
-            self.exact[address] = "this node's own address"
+            note(address, "this node's own address")
         self.ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
         for version, ranges in _NEVER.items():
             for net, what in ranges:
@@ -220,10 +279,10 @@ class _AddressRules:
         ]
 
     def problem(self, address: IPAddress) -> str | None:
-        found = self.exact.get(address)
+        value, version = int(address), address.version
+        found = self.exact.get((version, value))
         if found is not None:
             return found
-        value, version = int(address), address.version
         for start, end, what in self.ranges[version]:
             if start <= value <= end:
                 return what
@@ -238,6 +297,27 @@ class _AddressRules:
 #: The rules of the last (own, cluster_cidrs, context), compared by identity: a pass
 #: checks every record against the same three objects.
 _last_rules: list = [None, None, None, None]
+
+
+def _span(network: IPNetwork) -> tuple[int, int]:
+    """First and last address as ints, from the prefix length: ``ipaddress``'s own
+    ``broadcast_address`` builds objects and caches them on each network."""
+    start = int(network.network_address)
+    return start, start + (1 << (network.max_prefixlen - network.prefixlen)) - 1
+
+
+def _within(subnet: IPNetwork, cluster: IPNetwork) -> bool:
+    start, end = _span(subnet)
+    low, high = _span(cluster)
+    return subnet.version == cluster.version and low <= start and end <= high
+
+
+def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
+    if a.version != b.version:
+        return False
+    a_start, a_end = _span(a)
+    b_start, b_end = _span(b)
+    return a_start <= b_end and b_start <= a_end
 
 
 def address_problem(

@@ -89,6 +89,12 @@ class Backend(ABC):
         """The devices whose permanent neighbour and FDB entries are this backend's."""
         return frozenset()
 
+    def identities(self, peer: PeerRecord, links: Hashable) -> tuple[tuple[str, Hashable], ...]:
+        """What of an accepted ``peer`` no other peer may share beyond its node
+        addresses, as (kind, value): the later claim of a shared one is refused
+        (``duplicate-<kind>``)."""
+        return ()
+
     @abstractmethod
     def check_peer(
         self, peer: PeerRecord, local: Sequence[LocalNetwork], links: Hashable

@@ -69,6 +69,7 @@ class VxlanLinks:
 
     ifindex: int
     underlay_version: int
+    mac: str = ""  # this node's own VTEP MAC
 
 
 @dataclass(frozen=True, eq=True)
@@ -102,7 +103,7 @@ class VxlanBackend(Backend):
             mtu=self.pod_mtu(node),
             addresses=tuple(ip_interface(vtep_address(s)) for s in node.subnets),
         )
-        return VxlanLinks(ensure_device(spec), underlay.version)
+        return VxlanLinks(ensure_device(spec), underlay.version, spec.mac)
 
     def remove(self, kernel: LinkLookup) -> list[str]:
         # The cheap lean-netlink lookup first: pyroute2 is loaded only if there is one.
@@ -121,10 +122,19 @@ class VxlanBackend(Backend):
     ) -> PeerProblem | None:
         assert isinstance(links, VxlanLinks)
         try:
-            peer_vtep(peer, self.vni, links.underlay_version)
+            vtep = peer_vtep(peer, self.vni, links.underlay_version)
         except VtepError as exc:
             return PeerProblem(exc.reason, str(exc))
+        if vtep.mac == "00:00:00:00:00:00":
+            return PeerProblem("mac", "its VtepMAC is all zeros")
+        if vtep.mac == links.mac:
+            return PeerProblem("mac", f"its VtepMAC {vtep.mac} is this node's own")
         return None
+
+    def identities(self, peer: PeerRecord, links: Hashable) -> tuple[tuple[str, Hashable], ...]:
+        # Two peers with one MAC: the later would re-point the earlier's FDB entry.
+        assert isinstance(links, VxlanLinks)
+        return (("mac", peer_vtep(peer, self.vni, links.underlay_version).mac),)
 
     def peer_state(
         self, peer: PeerRecord, local: Sequence[LocalNetwork], links: Hashable
