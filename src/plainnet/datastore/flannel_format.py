@@ -37,6 +37,9 @@ _KEY = re.compile(
     r"^(?:(?P<v4>\d+\.\d+\.\d+\.\d+)-(?P<len4>\d+))?"
     r"(?:&?(?P<v6>[0-9a-f:]+)-(?P<len6>\d+))?\Z"
 )
+#: What the canonical writer produces for IPv4: decimal without leading zeros.
+_OCTET = r"(?:0|[1-9][0-9]{0,2})"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}-(?:0|[1-9][0-9]?)\Z")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,20 @@ def parse_subnet_key(name: str) -> tuple[IPNetwork, ...]:
     return tuple(subnets)
 
 
+def _canonical(name: str, subnets: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``name`` is exactly what :func:`subnet_key` writes for ``subnets`` —
+    checked without formatting the IPv4 part (every list parses every key)."""
+    v4 = [s for s in subnets if s.version == 4]
+    v6 = [s for s in subnets if s.version == 6]
+    head, _, tail = name.partition("&")
+    if v4 and not _CANONICAL_V4.match(head):
+        return False
+    if v6:
+        part = tail if v4 else head
+        return part == f"{v6[0].network_address}-{v6[0].prefixlen}" and (bool(tail) == bool(v4))
+    return not tail
+
+
 def lease_value(
     record_node: str,
     addresses: tuple[IPAddress, ...],
@@ -194,7 +211,7 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
         subnets = parse_subnet_key(name)
     except ValueError as exc:
         return InvalidRecord(key, str(exc), claimed_at, label="key-not-canonical")
-    if subnet_key(subnets) != name:
+    if not _canonical(name, subnets):
         return InvalidRecord(
             key=key,
             reason=f"key {name!r} is not in canonical form (expected {subnet_key(subnets)!r})",
