@@ -8,7 +8,8 @@ usage: python -m tests.helpers.etcd_tool ENDPOINT put KEY VALUE
        python -m tests.helpers.etcd_tool ENDPOINT flood COUNT   (COUNT separate hostile puts)
 
 put-leases writes COUNT host-gw leases /coreos.com/network/subnets/10.<a>.<b>.0-24 in one
-transaction, spread over gateways GATEWAY_PREFIX.<200..249>.
+transaction, each with a node address of its own: GATEWAY_PREFIX.<20 + index> (node
+addresses are unique: a second claim of one is refused).
 """
 
 import asyncio
@@ -47,7 +48,7 @@ async def main(endpoint: str, command: str, *args: str) -> None:
             puts = []
             for i in range(first, first + count):
                 value = {
-                    "PublicIP": f"{gateway}.{200 + i % 50}",
+                    "PublicIP": f"{gateway}.{20 + i}",
                     "BackendType": "host-gw",
                     "PlainnetNode": f"peer{i}",
                 }
