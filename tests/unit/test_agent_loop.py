@@ -202,13 +202,17 @@ def test_the_pod_bridge_is_never_taken_for_the_node_interface():
     this node's: interfaces cbr0, eth0 have addresses"."""
     from ipaddress import ip_address, ip_network
 
-    from plainnet.agent.local_networks import LocalNetwork
-    from plainnet.agent.startup import node_networks, pick_node_addresses
+    from plainnet.agent.local_networks import LocalNetwork, node_networks
+    from plainnet.agent.startup import pick_node_addresses
 
     eth0 = LocalNetwork(ip_network("10.250.0.0/24"), 2, "eth0", ip_address("10.250.0.5"))
     cbr0 = LocalNetwork(ip_network("10.244.3.0/24"), 7, "cbr0", ip_address("10.244.3.1"))
     cluster = (ip_network("10.244.0.0/16"),)
     assert pick_node_addresses(node_networks([eth0, cbr0], cluster)) == (eth0.address,)
+    # a cluster CIDR drawn around the node network: the previous subnet tells them apart
+    around = (ip_network("10.0.0.0/8"),)
+    mine = (cbr0.network,)
+    assert pick_node_addresses(node_networks([eth0, cbr0], around, mine)) == (eth0.address,)
 
 
 def test_alive_from_the_first_second_ready_only_with_a_datastore(tmp_path):

@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 from plainnet.agent.backends import all_device_names, other_backends
 from plainnet.agent.backends.base import Backend, NodeIdentity, RoutingContext
 from plainnet.agent.kernel_model import KernelRefusal, LinkEntries
-from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.netlink import EventFilter
 from plainnet.agent.peer_view import PeerView
@@ -297,24 +297,19 @@ class Reconciler:
             context = previous  # an unchanged context keeps the view
         state = self.kernel.read_state()
         state.entries = self.kernel.read_entries(self.backend.entry_devices(links))
+        devices = self.backend.entry_devices(links)
         self.events = EventFilter(
-            links=frozenset(self._underlay_links(local)) | self.backend.entry_devices(links),
+            links=frozenset(self._underlay_links(local)) | devices,
             cluster=tuple(self.cluster_cidrs),
-            entry_devices=self.backend.entry_devices(links),
+            entry_devices=devices,
         )
         return context, state
 
     def _underlay_links(self, local: Iterable[LocalNetwork]) -> set[int]:
-        """Interfaces with a network outside the pod address space: the underlay. A pod
-        bridge holds only pod subnets; its ports coming and going is pod churn."""
-        return {
-            network.ifindex
-            for network in local
-            if not any(
-                network.network.version == c.version and network.network.subnet_of(c)  # type: ignore[arg-type]
-                for c in self.cluster_cidrs
-            )
-        } | {self.node.uplink.ifindex}
+        """Interfaces of the node's own networks: the underlay. The pod bridge is not
+        one; its ports coming and going is pod churn."""
+        mine = node_networks(local, self.cluster_cidrs, self.own.subnets)
+        return {network.ifindex for network in mine} | {self.node.uplink.ifindex}
 
     def _remove_leftovers(self) -> list[str]:
         """Devices of backends this node no longer runs, now that routes are off them."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from plainnet.agent import ROUTE_PROTOCOL
 from plainnet.agent.backends import load_backend
 from plainnet.agent.backends.base import Backend, NodeIdentity
-from plainnet.agent.local_networks import LocalNetwork, on_link_network
+from plainnet.agent.local_networks import LocalNetwork, node_networks, on_link_network
 from plainnet.datastore.records import Datastore, NodeClaim, PeerRecord
 from plainnet.errors import PlainnetError
 from plainnet.ipam.types import IPAddress, IPNetwork
@@ -62,8 +62,9 @@ async def start_node(
     interfaces' MTUs, by ifindex."""
     network = await datastore.network_config()
     backend = load_backend(network.backend, network.backend_options)
+    previous = read_node_state(settings.run_dir)
     addresses = settings.node_addresses or pick_node_addresses(
-        node_networks(local, network.cluster_cidrs)
+        node_networks(local, network.cluster_cidrs, previous.subnets if previous else ())
     )
     uplink = on_link_network(addresses[0], local)
     if uplink is None:
@@ -73,7 +74,6 @@ async def start_node(
         )
     identity = NodeIdentity(settings.node_name, tuple(addresses), uplink, mtus[uplink.ifindex])
     published = backend.published_data(identity)
-    previous = read_node_state(settings.run_dir)
     claim = NodeClaim(
         node=settings.node_name,
         addresses=tuple(addresses),
@@ -105,21 +105,6 @@ def node_context(
         backend=backend.name,
     )
     return NodeContext(identity, own, backend, cluster_cidrs, state, claim)
-
-
-def node_networks(
-    local: list[LocalNetwork], cluster_cidrs: tuple[IPNetwork, ...]
-) -> list[LocalNetwork]:
-    """The networks that can be the node's own: not a pod bridge's (``cbr0`` holds the
-    pod gateway, inside the cluster CIDR, once the first pod exists)."""
-    return [
-        n
-        for n in local
-        if not any(
-            n.network.version == c.version and n.network.subnet_of(c)  # type: ignore[arg-type]
-            for c in cluster_cidrs
-        )
-    ]
 
 
 def pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:

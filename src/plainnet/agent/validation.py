@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from plainnet.agent.backends.base import RoutingContext
-from plainnet.agent.local_networks import LocalNetwork
+from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPAddress, IPNetwork
 
@@ -271,11 +271,10 @@ class _AddressRules:
             )
         # A cluster CIDR drawn around the node network (10.0.0.0/8 with nodes on
         # 10.250.0.0/24) is unusual but works: addresses on such a node network are
-        # nodes, not pods. The pod bridge's network (this node's subnet) is no such.
+        # nodes, not pods.
         self.node_networks = [
-            (int(n.network.network_address), int(n.network.broadcast_address), n.network.version)
-            for n in local
-            if not any(n.network.overlaps(s) for s in own.subnets)  # type: ignore[arg-type]
+            (*_span(n.network), n.network.version)
+            for n in node_networks(local, cluster_cidrs, own.subnets)
         ]
 
     def problem(self, address: IPAddress) -> str | None:
