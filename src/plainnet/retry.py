@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,3 +45,22 @@ class Backoff:
     def upcoming(self) -> float:
         """The delay the next ``sleep()`` will wait, without jitter (for log lines)."""
         return min(self._next or self.first, self.limit)
+
+    async def retry(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        errors: type[BaseException] | tuple[type[BaseException], ...],
+        failed: Callable[[BaseException, float], None],
+    ) -> T:
+        """``await attempt()`` until it succeeds; each failure of ``errors`` is handed to
+        ``failed`` (with the delay before the next try: for its log line and metric),
+        then waited for. Anything else is not a reason to retry and is raised."""
+        while True:
+            try:
+                result = await attempt()
+            except errors as exc:
+                failed(exc, self.upcoming)
+                await self.sleep()
+                continue
+            self.reset()
+            return result

@@ -42,7 +42,7 @@ from plainnet.agent.local_networks import LocalNetwork
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.observation import Observation
 from plainnet.agent.reconciler import Kernel, KernelWorker, Reconciler
-from plainnet.agent.startup import AgentSettings, NodeContext, node_context, start_node
+from plainnet.agent.startup import AgentSettings, NodeContext, start_node
 from plainnet.datastore.records import Datastore, DatastoreError
 from plainnet.errors import PlainnetError
 from plainnet.node_state import NodeState
@@ -178,21 +178,23 @@ class Agent:
     async def _start(self) -> None:
         """Claim this node's subnet, publish it, read all peers. Waits for the datastore:
         a node that boots while etcd is away joins as soon as it is back."""
-        backoff = Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS)
-        while True:
-            try:
-                local, mtus = await self.worker.call(self._read_interfaces)
-                node = await start_node(self.settings, self.datastore, local, mtus)
-                self._adopt(node)
-                for problem in await self.worker.call(self.kernel.enable_forwarding):
-                    log.error("%s", problem)
-                self.observation.own_key = node.own.key
-                await self.observation.relist()
-                return
-            except DatastoreError as exc:
-                self.metrics.datastore_errors.inc()
-                log.warning("%s; retrying in %.1fs", exc, backoff.upcoming)
-                await backoff.sleep()
+
+        async def attempt() -> None:
+            local, mtus = await self.worker.call(self._read_interfaces)
+            node = await start_node(self.settings, self.datastore, local, mtus)
+            self._adopt(node)
+            for problem in await self.worker.call(self.kernel.enable_forwarding):
+                log.error("%s", problem)
+            self.observation.own_key = node.own.key
+            await self.observation.relist()
+
+        def failed(exc: BaseException, delay: float) -> None:
+            self.metrics.datastore_errors.inc()
+            log.warning("%s; retrying in %.1fs", exc, delay)
+
+        await Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS).retry(
+            attempt, DatastoreError, failed
+        )
 
     def _read_interfaces(self) -> tuple[list[LocalNetwork], dict[int, int]]:
         """On the kernel thread: this node's networks and their interfaces' MTUs."""
@@ -303,51 +305,32 @@ class Agent:
         below the interval, so many tries fit before the TTL runs out."""
         renew = self.settings.renew_seconds
         backoff = Backoff(self.settings.retry_seconds, max(min(30.0, renew / 10), 0.1))
+
+        def failed(exc: BaseException, delay: float) -> None:
+            self.metrics.lease_renewals.labels("failed").inc()
+            log.warning("could not renew this node's lease: %s; retrying in %.1fs", exc, delay)
+
         while True:
             await asyncio.sleep(renew)
-            while True:
-                try:
-                    await self.datastore.renew()
-                    self.metrics.lease_renewals.labels("ok").inc()
-                    backoff.reset()
-                    break
-                except DatastoreError as exc:
-                    self.metrics.lease_renewals.labels("failed").inc()
-                    log.warning(
-                        "could not renew this node's lease: %s; retrying in %.1fs",
-                        exc,
-                        backoff.upcoming,
-                    )
-                    await backoff.sleep()
+            await backoff.retry(self.datastore.renew, DatastoreError, failed)
+            self.metrics.lease_renewals.labels("ok").inc()
 
     async def _guard_loop(self) -> None:
         """Put this node's record back whenever it goes missing."""
         backoff = Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS)
+
+        def failed(exc: BaseException, delay: float) -> None:
+            log.warning("could not put this node's record back: %s; retrying in %.1fs", exc, delay)
+
         while True:
             await self._own_missing.wait()
             self._own_missing.clear()
             assert self.node is not None
             log.warning("this node's record %s was deleted; putting it back", self.node.own.key)
-            while True:
-                try:
-                    own = await self.datastore.restore()
-                    break
-                except DatastoreError as exc:
-                    log.warning(
-                        "could not put this node's record back: %s; retrying in %.1fs",
-                        exc,
-                        backoff.upcoming,
-                    )
-                    await backoff.sleep()
-            backoff.reset()
+            own = await backoff.retry(self.datastore.restore, DatastoreError, failed)
             self.metrics.own_record_restores.inc()
-            node = self.node
-            if own != node.own or own.key != node.own.key:
-                restored = node_context(
-                    node.identity, own, node.backend, node.cluster_cidrs, node.claim
-                )
-                restored.node_prefixes = node.node_prefixes
-                self._adopt(restored)
+            if own != self.node.own:
+                self._adopt(self.node.with_own(own))
                 self.observation.own_key = own.key
 
     async def _lag_loop(self) -> None:

@@ -38,7 +38,7 @@ class AgentSettings:
     protocol: int = ROUTE_PROTOCOL
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeContext:
     """What start-up found out and every later step works with."""
 
@@ -46,10 +46,26 @@ class NodeContext:
     own: PeerRecord
     backend: Backend
     cluster_cidrs: list[IPNetwork]
-    state: NodeState
     claim: NodeClaim = field(repr=False)
     #: The cluster's node subnet length per family, where the datastore knows it.
     node_prefixes: dict[int, int] = field(default_factory=dict)
+
+    def with_own(self, own: PeerRecord) -> NodeContext:
+        """The context for ``own``: at the claim, and when a restored record brought
+        another subnet."""
+        return replace(self, identity=replace(self.identity, subnets=own.subnets), own=own)
+
+    @property
+    def state(self) -> NodeState:
+        """This node's facts for the CNI side."""
+        return NodeState(
+            node=self.identity.name,
+            cluster_cidrs=tuple(self.cluster_cidrs),
+            subnets=self.own.subnets,
+            # for pods: with an overlay, what still fits once encapsulated
+            mtu=self.backend.pod_mtu(self.identity),
+            backend=self.backend.name,
+        )
 
 
 async def start_node(
@@ -83,28 +99,10 @@ async def start_node(
         previous_subnets=previous.subnets if previous else (),
     )
     own = await datastore.claim(claim)
-    node = node_context(identity, own, backend, list(network.cluster_cidrs), claim)
-    node.node_prefixes = dict(network.node_prefixes)
-    return node
-
-
-def node_context(
-    identity: NodeIdentity,
-    own: PeerRecord,
-    backend: Backend,
-    cluster_cidrs: list[IPNetwork],
-    claim: NodeClaim,
-) -> NodeContext:
-    """The context for ``own``: also when a restored record brought another subnet."""
-    identity = replace(identity, subnets=own.subnets)
-    state = NodeState(
-        node=identity.name,
-        cluster_cidrs=tuple(cluster_cidrs),
-        subnets=own.subnets,
-        mtu=backend.pod_mtu(identity),  # for pods: with an overlay, what fits encapsulated
-        backend=backend.name,
-    )
-    return NodeContext(identity, own, backend, cluster_cidrs, state, claim)
+    cluster = list(network.cluster_cidrs)
+    return NodeContext(
+        identity, own, backend, cluster, claim, dict(network.node_prefixes)
+    ).with_own(own)
 
 
 def pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:
