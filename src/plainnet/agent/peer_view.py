@@ -109,7 +109,8 @@ class PeerView:
         self._routes_by_key: dict[str, dict[IPNetwork, DesiredRoute]] = {}
         self._spans = {4: _Spans(), 6: _Spans()}
         #: identity (an address, a MAC) -> the candidate holding it, or the set of them
-        #: when several do (rare: a duplicate); keyed by the value itself, no tuples.
+        #: when several do (rare: a duplicate); keyed by the value alone (an address as
+        #: (version, int), a MAC as text: the kinds cannot collide).
         self._holders: dict[object, str | set[str]] = {}
 
     def rebuild(self, records: Mapping[str, Record]) -> None:
