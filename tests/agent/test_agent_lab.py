@@ -5,6 +5,8 @@ netlink code); connectivity is proven with packets.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -212,6 +214,26 @@ def test_pods_keep_talking_while_etcd_is_down_and_a_new_node_joins_after(cluster
     wait_until(lambda: http_status(cluster, "node4", "/readyz") == 200, 10, what="readiness")
 
 
+def test_a_frozen_etcd_is_reported_within_15_seconds(cluster_factory, lab_name):
+    """etcd stopped with SIGSTOP keeps its TCP connections open: no request fails and
+    the watch is only quiet. It went unnoticed for ~100 s while /readyz said ok."""
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=0)
+    wait_until(lambda: http_status(cluster, "node1", "/readyz") == 200, 10, what="readiness")
+    pid = cluster.etcd.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        wait_until(lambda: http_status(cluster, "node1", "/readyz") == 503, 15, what="the stall")
+        noticed = time.monotonic() - frozen
+        assert http_status(cluster, "node1", "/healthz") == 200  # not a reason to restart
+        assert metric(cluster, "node1", "plainnet_datastore_up") == 0
+        assert subnet_of(cluster, "node2") in cluster.node_routes("node1")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: http_status(cluster, "node1", "/readyz") == 200, 15, what="readiness")
+    assert noticed < 15
+
+
 def http_status(cluster, node, path):
     script = (
         "import urllib.request, urllib.error\n"
@@ -335,11 +357,32 @@ def test_deleting_a_nodes_own_record_puts_it_back(cluster_factory, lab_name):
     wait_until(lambda: etcd_tool(cluster, "get", key).strip() != "", 10, what="record back")
     assert cluster.agents["node2"].poll() is None, cluster.agent_log("node2")[-2000:]
     for node in ("node1", "node3"):
-        wait_until(
-            lambda n=node: subnet in cluster.node_routes(n), 10, what=f"{node}'s route back"
-        )
-    assert metric(cluster, "node2", "plainnet_own_record_restores_total") == 1
+        wait_until(lambda n=node: subnet in cluster.node_routes(n), 10, what=f"{node}'s route back")
+    assert metric(cluster, "node2", 'plainnet_own_record_restores_total{reason="deleted"}') == 1
     assert all(p.ok for p in probe_pods(cluster.pods))
+
+
+def test_a_rewrite_of_a_nodes_own_record_is_undone(cluster_factory, lab_name):
+    """Someone rewrites node2's lease: another PublicIP, detached from its etcd lease.
+    It went unnoticed: node1 routed node2's pods to the forged address for good."""
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=1, lease_ttl=5)
+    key = lease_key(cluster, "node2")
+    subnet = subnet_of(cluster, "node2")
+    honest = cluster.node_routes("node1")[subnet]
+    forged = json.loads(etcd_tool(cluster, "get", key))
+    forged["PublicIP"] = "10.250.0.99"
+    etcd_tool(cluster, "put", key, json.dumps(forged))  # no lease: it would never expire
+    wait_until(
+        lambda: json.loads(etcd_tool(cluster, "get", key))["PublicIP"] == honest,
+        10,
+        what="node2 to put its record back",
+    )
+    wait_until(lambda: cluster.node_routes("node1").get(subnet) == honest, 10, what="the route")
+    assert "rewritten by someone else" in cluster.agent_log("node2")
+    assert metric(cluster, "node2", 'plainnet_own_record_restores_total{reason="rewritten"}') == 1
+    assert all(p.ok for p in probe_pods(cluster.pods))
+    cluster.stop_agent("node2", kill=True)  # the record is on node2's lease again:
+    wait_until(lambda: subnet not in cluster.node_routes("node1"), 30, what="lease expiry")
 
 
 def test_pod_churn_costs_no_reconcile_pass(cluster_factory, lab_name):

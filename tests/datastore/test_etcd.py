@@ -8,9 +8,16 @@ import aetcd
 import aetcd.transactions
 import pytest
 
+from plainnet.datastore import etcd as etcd_module
 from plainnet.datastore import flannel_format as fmt
 from plainnet.datastore.etcd import EtcdDatastore
-from plainnet.datastore.records import HistoryCompacted, InvalidRecord, NodeClaim, PeerRecord
+from plainnet.datastore.records import (
+    DatastoreError,
+    HistoryCompacted,
+    InvalidRecord,
+    NodeClaim,
+    PeerRecord,
+)
 
 CIDRS = [ip_network("10.244.0.0/16"), ip_network("fd00:10::/48")]
 SUBNETS = "/coreos.com/network/subnets/"
@@ -91,6 +98,34 @@ def test_a_restarted_node_reclaims_its_subnet(etcd_server):
     run(scenario())
 
 
+def test_a_record_with_only_this_nodes_name_is_not_adopted(etcd_server):
+    """Anyone can write ``PlainnetNode: node1``: it used to make node1 adopt that subnet
+    on restart, leaving the one it held (and its pods) behind."""
+
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        held = await store.claim(claim("node1", "10.250.0.1"))
+        await store.close()
+        client = raw_client(etcd_server.endpoint)
+        for octet, address in ((7, "10.250.0.66"), (8, "10.250.0.1")):
+            value = {"PublicIP": address, "BackendType": "host-gw", "PlainnetNode": "node1"}
+            await client.put(f"{SUBNETS}10.244.{octet}.0-24".encode(), json.dumps(value).encode())
+        again = EtcdDatastore(etcd_server.endpoint)
+        # name and address match at 10.244.8.0, but node1's own subnet.json names its lease
+        after = await again.claim(claim("node1", "10.250.0.1", previous=held.subnets))
+        assert after.key == held.key
+        await again.close()
+        # a name without the address is no reclaim: node1 on another address, no
+        # subnet.json, takes a free subnet, none of those carrying its name
+        fresh = EtcdDatastore(etcd_server.endpoint)
+        other = await fresh.claim(claim("node1", "10.250.0.99"))  # another address
+        assert other.key not in (held.key, f"{SUBNETS}10.244.7.0-24", f"{SUBNETS}10.244.8.0-24")
+        await fresh.close()
+        await client.close()
+
+    run(scenario())
+
+
 def test_previous_subnet_is_reclaimed_when_free_and_not_when_taken(etcd_server):
     async def scenario():
         store = await configured(etcd_server.endpoint, cidrs=[ip_network("10.244.0.0/16")])
@@ -145,6 +180,73 @@ def test_keys_and_values_that_are_not_utf8_are_refused_never_fatal(etcd_server):
             if "10.244.11.0" in record.key or "10.244.12.0" in record.key:
                 assert isinstance(record, InvalidRecord), record
         assert any("\\xff" in r.key for r in listed if isinstance(r, InvalidRecord))
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_list_is_read_in_pages_at_one_revision(etcd_server, monkeypatch):
+    """60,000 honest leases (8.2 MB) used to exceed gRPC's 4 MiB receive limit in one
+    message, and the agent never started."""
+    monkeypatch.setattr(etcd_module, "LIST_PAGE_KEYS", 7)
+
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        client = raw_client(etcd_server.endpoint)
+        puts = [
+            aetcd.transactions.Put(
+                f"{SUBNETS}10.244.{i}.0-24".encode(),
+                json.dumps({"PublicIP": f"10.250.0.{i}", "BackendType": "host-gw"}).encode(),
+            )
+            for i in range(1, 51)
+        ]
+        await client.transaction(compare=[], success=puts, failure=[])
+        pages = []
+        real_page = store._page
+
+        async def counted(start, end, limit, revision):
+            page = await real_page(start, end, limit, revision)
+            pages.append(revision)
+            if len(pages) == 2:  # a write between pages is not in this list
+                await client.put(f"{SUBNETS}10.244.99.0-24".encode(), puts[0].value)
+            return page
+
+        store._page = counted
+        snapshot = await store.list()
+        assert len(snapshot.records) == 50
+        assert len(pages) == 8 and len(set(pages[1:])) == 1 and pages[1] == snapshot.revision
+        assert len((await store.list()).records) == 51
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_records_near_etcds_size_limit_do_not_stop_a_list(etcd_server):
+    """A few values near etcd's 1.5 MiB request limit used to make every list fail with
+    "received message larger than max"; a page too large is read again smaller."""
+
+    def receiving_at_most(store, limit):
+        options = {**etcd_module.GRPC_OPTIONS, "grpc.max_receive_message_length": limit}
+        host, port = etcd_module.parse_endpoint(etcd_server.endpoint)
+        store.client = etcd_module.PagedClient(host=host, port=port, options=options)
+
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        await store.client.close()
+        receiving_at_most(store, 4 << 20)
+        client = raw_client(etcd_server.endpoint)
+        padding = "x" * (1400 * 1024)
+        for i in range(1, 6):
+            value = {"PublicIP": f"10.250.0.{i}", "BackendType": "host-gw", "Pad": padding}
+            await client.put(f"{SUBNETS}10.244.{i}.0-24".encode(), json.dumps(value).encode())
+        snapshot = await store.list()  # 7 MiB: read in pages of two records
+        assert len(snapshot.records) == 5
+        await store.client.close()
+        receiving_at_most(store, 1 << 20)
+        with pytest.raises(DatastoreError, match="larger than"):
+            await store.list()  # one record beyond the receive limit: one clear error
         await client.close()
         await store.close()
 
@@ -207,6 +309,30 @@ def test_watch_from_a_compacted_revision_asks_for_a_relist(etcd_server):
         with pytest.raises(HistoryCompacted):
             async for _ in store.watch(old):
                 pass
+        await client.close()
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_rewritten_own_record_is_put_back_and_reattached_to_the_lease(etcd_server):
+    async def scenario():
+        store = await configured(etcd_server.endpoint)
+        own = await store.claim(claim("node1", "10.250.0.1"))
+        client = raw_client(etcd_server.endpoint)
+        written = (await client.get(own.key.encode())).value
+        forged = {**json.loads(written), "PublicIP": "10.250.0.66"}
+        for value in (json.dumps(forged).encode(), written):  # rewritten; detached
+            await client.put(own.key.encode(), value)
+            seen = (await store.list()).records[own.key]
+            assert not store.own_record_intact(seen)
+            assert await store.restore() == own
+            stored = await client.get(own.key.encode())
+            assert stored.value == written and stored.lease == store._lease_id != 0
+            assert store.own_record_intact((await store.list()).records[own.key])
+        await client.put(own.key.encode(), json.dumps(forged).encode())
+        await store.renew()  # the periodic renewal looks too
+        assert (await client.get(own.key.encode())).value == written
         await client.close()
         await store.close()
 

@@ -164,3 +164,22 @@ def test_claim_waits_for_the_allocator(rbac):
 
 def test_yaml_is_parsed(rbac):
     assert list(yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()))
+
+
+def test_a_nodes_internal_ip_and_a_stall_probe(rbac):
+    """Start-up picks the node's address from its Node's InternalIP when the node has
+    several interfaces; the probe answers as the agent's own read-only identity."""
+    create(rbac, "ds-addr", address="192.168.9.7")
+
+    async def scenario():
+        known = store(rbac, "ds-addr")
+        missing = store(rbac, "ds-not-registered")
+        try:
+            await known.ping()
+            await missing.ping()  # a Node not registered yet is an answer too
+            return await known.node_addresses(), await missing.node_addresses()
+        finally:
+            await known.close()
+            await missing.close()
+
+    assert asyncio.run(scenario()) == ((ip_address("192.168.9.7"),), ())

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from ipaddress import ip_address
 from pathlib import Path
 
+import pytest
 from tests.helpers.fakes import FakeDatastore, FakeKernel, peer
 
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.reactor import Agent
 from plainnet.agent.startup import AgentSettings
 from plainnet.datastore.records import DatastoreError, HistoryCompacted
+from plainnet.errors import PlainnetError
 
 
 def settings(tmp_path: Path, **overrides) -> AgentSettings:
@@ -63,9 +67,26 @@ def test_deleting_this_nodes_own_record_puts_it_back(tmp_path):
             await eventually(lambda: store.calls.get("restore") == 1, what="restore")
             await eventually(lambda: store.own.key in agent.observation.records)
             assert not task.done(), "the agent must survive its record's deletion"
-            assert metric(agent, "plainnet_own_record_restores_total") == 1
+            assert metric(agent, "plainnet_own_record_restores_total", {"reason": "deleted"}) == 1
             store.put(peer(3))  # and it still follows the datastore
             await eventually(lambda: "10.244.3.0/24" in kernel.destinations)
+
+    asyncio.run(scenario())
+
+
+def test_a_rewrite_of_this_nodes_own_record_is_put_back(tmp_path):
+    async def scenario():
+        agent, store, _ = make(tmp_path)
+        async with running(agent):
+            await eventually(lambda: agent.ready()[0], what="readiness")
+            forged = dataclasses.replace(store.own, addresses=(ip_address("10.250.0.66"),))
+            store.put(forged)
+            await eventually(lambda: store.calls.get("restore") == 1, what="restore")
+            await eventually(lambda: agent.observation.records[store.own.key] == store.own)
+            assert metric(agent, "plainnet_own_record_restores_total", {"reason": "rewritten"}) == 1
+            store.put(store.own)  # its own write, seen back: no alarm
+            await asyncio.sleep(0.1)
+            assert store.calls.get("restore") == 1
 
     asyncio.run(scenario())
 
@@ -213,6 +234,11 @@ def test_the_pod_bridge_is_never_taken_for_the_node_interface():
     around = (ip_network("10.0.0.0/8"),)
     mine = (cbr0.network,)
     assert pick_node_addresses(node_networks([eth0, cbr0], around, mine)) == (eth0.address,)
+    # two node interfaces: the Node's InternalIP (Kubernetes datastore) decides
+    eth1 = LocalNetwork(ip_network("192.168.9.0/24"), 4, "eth1", ip_address("192.168.9.7"))
+    with pytest.raises(PlainnetError, match="pass --node-ip"):
+        pick_node_addresses([eth0, eth1])
+    assert pick_node_addresses([eth0, eth1], (eth1.address,)) == (eth1.address,)
 
 
 def test_alive_from_the_first_second_ready_only_with_a_datastore(tmp_path):
@@ -227,6 +253,28 @@ def test_alive_from_the_first_second_ready_only_with_a_datastore(tmp_path):
             store.events.put_nowait(DatastoreError("gone"))
             await eventually(lambda: not agent.ready()[0], what="not ready")
             assert agent.alive()[0], "the datastore being away is no reason to restart"
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_datastore_is_reported_and_its_return_noticed(tmp_path, monkeypatch):
+    """A frozen etcd (SIGSTOP: TCP open, no answer) fails no request and leaves a watch
+    quiet: it went unnoticed for ~100 s while /readyz said ok."""
+    monkeypatch.setattr("plainnet.agent.reactor.PROBE_SECONDS", 0.05)
+    monkeypatch.setattr("plainnet.agent.reactor.PROBE_TIMEOUT_SECONDS", 0.2)
+
+    async def scenario():
+        agent, store, _ = make(tmp_path)
+        async with running(agent):
+            await eventually(lambda: agent.ready()[0], what="readiness")
+            store.hang.add("ping")
+            await eventually(lambda: not agent.ready()[0], 1, what="the stall to be seen")
+            assert "not answering" in agent.ready()[1]
+            assert agent.alive()[0]  # the routes stay; a liveness probe must not kill it
+            assert metric(agent, "plainnet_datastore_up") == 0
+            store.hang.discard("ping")
+            await eventually(lambda: agent.ready()[0], 1, what="readiness again")
+            assert metric(agent, "plainnet_datastore_up") == 1
 
     asyncio.run(scenario())
 

@@ -64,7 +64,8 @@ class AgentMetrics:
         )
         self.own_record_restores = Counter(
             "plainnet_own_record_restores",
-            "Times this node's own record was found missing and put back",
+            "Times this node's own record was found deleted or rewritten and put back",
+            ["reason"],
             registry=r,
         )
         self.reconcile_loop_seconds = Histogram(

@@ -35,12 +35,15 @@ class Observation:
         self.own_key: str | None = None
         #: Called with the trigger's name ("datastore", "relist") after records changed.
         self._on_change = on_change
-        #: Called when this node's own record is gone (deleted, or absent from a relist).
-        self.on_own_missing: Callable[[], None] = lambda: None
+        #: Called with "deleted" or "rewritten" when this node's own record is gone
+        #: (deleted, absent from a relist) or is not what the node wrote.
+        self.on_own_trouble: Callable[[str], None] = lambda what: None
         self._backoff = backoff
         #: Keys changed since :meth:`take_changed`; None: unknown (the next pass is full).
         self._changed: set[str] | None = None
         self._listed = False
+        #: True while a watch runs (it may still be stalled: see the agent's probe).
+        self.watching = False
 
     def take_changed(self) -> set[str] | None:
         changed, self._changed = self._changed, set()
@@ -51,8 +54,12 @@ class Observation:
         self.records, self.revision = dict(snapshot.records), snapshot.revision
         self._changed = None
         self._listed = True
-        if self.own_key is not None and self.own_key not in self.records:
-            self.on_own_missing()
+        if self.own_key is not None:
+            own = self.records.get(self.own_key)
+            if own is None:
+                self.on_own_trouble("deleted")
+            elif not self.datastore.own_record_intact(own):
+                self.on_own_trouble("rewritten")
         self._on_change("relist")
 
     async def run(self) -> None:
@@ -61,6 +68,7 @@ class Observation:
             try:
                 if not self._listed:
                     await self.relist()
+                self.watching = True
                 self.metrics.datastore_up.set(1)
                 async for changes in self.datastore.watch(self.revision):
                     self._apply(changes)
@@ -71,6 +79,7 @@ class Observation:
                 )
                 self._listed = False
             except DatastoreError as exc:
+                self.watching = False
                 self.metrics.datastore_up.set(0)
                 self.metrics.datastore_errors.inc()
                 delay = self._backoff.upcoming
@@ -94,8 +103,12 @@ class Observation:
             if change.record is None:
                 self.records.pop(change.key, None)
                 if change.key == self.own_key:
-                    self.on_own_missing()
+                    self.on_own_trouble("deleted")
             else:
                 self.records[change.key] = change.record
+                if change.key == self.own_key and not self.datastore.own_record_intact(
+                    change.record
+                ):
+                    self.on_own_trouble("rewritten")
         if touched:
             self._on_change("datastore")

@@ -16,8 +16,12 @@ The tasks, each a loop that only cancellation ends:
 - **resync**: a full pass (fresh kernel read) every ``resync_seconds``;
 - **renew**: keep this node's lease alive; a failed renewal is retried with backoff,
   well before the TTL runs out;
-- **guard**: this node's own record deleted or gone — put it back (etcd), or wait for
-  it to return (Kubernetes);
+- **guard**: this node's own record deleted, gone or rewritten — put it back (etcd),
+  or wait for it to return (Kubernetes);
+- **probe**: a cheap read of the datastore every :data:`PROBE_SECONDS`, bounded by
+  :data:`PROBE_TIMEOUT_SECONDS`: a frozen etcd (process stopped, TCP open) fails no
+  request by itself, and a watch on it is just quiet; the probe makes the agent report
+  it (``/readyz``, ``plainnet_datastore_up``) within ten seconds;
 - **lag**: measures how late the loop runs timers (``plainnet_event_loop_lag_seconds``).
 
 A loop that fails unexpectedly (a bug) is logged with its traceback and started again
@@ -52,6 +56,9 @@ log = logging.getLogger("plainnet.agent")
 
 #: Longest wait between retries of an unreachable datastore.
 MAX_BACKOFF_SECONDS = 5.0
+#: How often the datastore is probed, and how long an answer may take.
+PROBE_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 5.0
 #: How often the lag monitor's timer is due.
 LAG_TICK_SECONDS = 0.25
 
@@ -101,10 +108,12 @@ class Agent:
         )
         self.node: NodeContext | None = None
         self.reconciler: Reconciler | None = None
-        self._own_missing = asyncio.Event()
-        self.observation.on_own_missing = self._own_missing.set
+        self._own_trouble = asyncio.Event()
+        self._own_trouble_seen: set[str] = set()
+        self.observation.on_own_trouble = self._own_record_in_trouble
         self._last_pass_ok = 0.0
         self._last_error: str | None = None
+        self._datastore_answers = True
 
     @property
     def passes(self) -> int:
@@ -139,6 +148,7 @@ class Agent:
             "resync": self._resync_loop,
             "renew": self._renew_loop,
             "guard": self._guard_loop,
+            "probe": self._probe_loop,
             "lag": self._lag_loop,
         }
         tasks = [
@@ -315,23 +325,54 @@ class Agent:
             await backoff.retry(self.datastore.renew, DatastoreError, failed)
             self.metrics.lease_renewals.labels("ok").inc()
 
+    def _own_record_in_trouble(self, what: str) -> None:
+        self._own_trouble_seen.add(what)
+        self._own_trouble.set()
+
     async def _guard_loop(self) -> None:
-        """Put this node's record back whenever it goes missing."""
+        """Put this node's record back whenever it goes missing or is rewritten."""
         backoff = Backoff(self.settings.retry_seconds, MAX_BACKOFF_SECONDS)
 
         def failed(exc: BaseException, delay: float) -> None:
             log.warning("could not put this node's record back: %s; retrying in %.1fs", exc, delay)
 
         while True:
-            await self._own_missing.wait()
-            self._own_missing.clear()
+            await self._own_trouble.wait()
+            self._own_trouble.clear()
+            seen, self._own_trouble_seen = self._own_trouble_seen, set()
             assert self.node is not None
-            log.warning("this node's record %s was deleted; putting it back", self.node.own.key)
+            for what in sorted(seen):
+                log.warning(
+                    "this node's record %s was %s by someone else; putting it back",
+                    self.node.own.key,
+                    what,
+                )
+                self.metrics.own_record_restores.labels(what).inc()
             own = await backoff.retry(self.datastore.restore, DatastoreError, failed)
-            self.metrics.own_record_restores.inc()
             if own != self.node.own:
                 self._adopt(self.node.with_own(own))
                 self.observation.own_key = own.key
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            try:
+                await asyncio.wait_for(self.datastore.ping(), PROBE_TIMEOUT_SECONDS)
+            except (DatastoreError, TimeoutError) as exc:
+                if self._datastore_answers:
+                    log.warning(
+                        "the datastore does not answer (%s); keeping the last records and routes",
+                        exc or f"no answer within {PROBE_TIMEOUT_SECONDS:g}s",
+                    )
+                    self.metrics.datastore_errors.inc()
+                self._datastore_answers = False
+                self.metrics.datastore_up.set(0)
+                continue
+            if not self._datastore_answers:
+                log.info("the datastore answers again")
+            self._datastore_answers = True
+            if self.observation.watching:
+                self.metrics.datastore_up.set(1)
 
     async def _lag_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -358,6 +399,8 @@ class Agent:
             return False, self.phase()
         if self._last_error:
             return False, self._last_error
+        if not self._datastore_answers:
+            return False, "datastore not answering (stopped, overloaded or cut off)"
         if not self.metrics.datastore_up._value.get():
             return False, "datastore unreachable"
         return True, f"ok ({self.passes} passes)"

@@ -80,7 +80,8 @@ async def start_node(
     backend = load_backend(network.backend, network.backend_options)
     previous = read_node_state(settings.run_dir)
     addresses = settings.node_addresses or pick_node_addresses(
-        node_networks(local, network.cluster_cidrs, previous.subnets if previous else ())
+        node_networks(local, network.cluster_cidrs, previous.subnets if previous else ()),
+        await datastore.node_addresses(),
     )
     uplink = on_link_network(addresses[0], local)
     if uplink is None:
@@ -105,18 +106,25 @@ async def start_node(
     ).with_own(own)
 
 
-def pick_node_addresses(local: list[LocalNetwork]) -> tuple[IPAddress, ...]:
-    """Without --node-ip: the addresses of the one interface that has global addresses
-    (plainnet's own devices are not among ``local``)."""
-    interfaces = {network.ifname for network in local}
-    if len(interfaces) != 1:
-        raise PlainnetError(
-            "cannot tell which address is this node's: interfaces "
-            f"{', '.join(sorted(interfaces)) or '(none)'} have addresses; pass --node-ip"
-        )
+def pick_node_addresses(
+    local: list[LocalNetwork], known: tuple[IPAddress, ...] = ()
+) -> tuple[IPAddress, ...]:
+    """Without --node-ip: the addresses the datastore knows this node by (a Node's
+    InternalIPs) that are on one of its interfaces; else those of the one interface
+    that has global addresses (plainnet's own devices are not among ``local``)."""
     addresses: dict[int, IPAddress] = {}
     for network in local:
-        addresses.setdefault(network.address.version, network.address)
+        if network.address in known:
+            addresses.setdefault(network.address.version, network.address)
+    if not addresses:
+        interfaces = {network.ifname for network in local}
+        if len(interfaces) != 1:
+            raise PlainnetError(
+                "cannot tell which address is this node's: interfaces "
+                f"{', '.join(sorted(interfaces)) or '(none)'} have addresses; pass --node-ip"
+            )
+        for network in local:
+            addresses.setdefault(network.address.version, network.address)
     return tuple(addresses[v] for v in sorted(addresses))
 
 

@@ -6,8 +6,9 @@ native gRPC watch streams whose responses carry every event, reports a compacted
 start revision as a typed error, and fits the agent's asyncio loop without threads.
 python-etcd3 itself is unmaintained since 2020 and breaks on current protobuf.
 
-- ``claim``: a restarted node first looks for its own lease (by plainnet node name, or
-  by public address as Flannel does) and re-attaches it to a fresh etcd lease; else it
+- ``claim``: a restarted node first looks for its own lease (plainnet node name and
+  address, or a Flannel lease of its address; the subnet of its ``subnet.json`` first)
+  and re-attaches it to a fresh etcd lease; else it
   takes the next free subnet with a transaction that succeeds only if the key does not
   exist yet — of two nodes racing for one subnet, exactly one wins; the loser takes
   the next. The first subnet of the network is never handed out (Flannel's
@@ -15,10 +16,17 @@ python-etcd3 itself is unmaintained since 2020 and breaks on current protobuf.
 - ``watch``: resumes at the revision after the last one seen and hands over every
   event of every response; a compacted revision becomes :class:`HistoryCompacted`
   and the agent relists.
-- ``renew``: a keep-alive on the etcd lease; if the lease is gone (etcd was away
-  longer than the TTL) the record is put back under a new lease, if still free.
-- ``restore``: the record was deleted: put it back under a new lease, or — if another
-  node took the subnet meanwhile — claim again.
+- ``renew``: a keep-alive on the etcd lease, and a look at the record: if it is gone,
+  or rewritten (other content, or detached from this node's lease) while the lease is
+  alive, it is put back; if the lease had expired, under a new lease if still free.
+- ``restore``: the record was deleted or rewritten: put it back the same way, or — if
+  another node took the subnet after this node's lease expired — claim again.
+
+Anyone who can write the prefix can rewrite a node's record; the node undoes it as soon
+as its watch shows it, but until then other nodes follow the rewrite. Only a datastore
+that lets each node write its own record alone closes that window: the Kubernetes
+datastore (Nodes are written by the kubelet and the allocator), or an etcd with client
+certificates and per-key roles (not built yet: plainnet talks plain HTTP to etcd).
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
 import aetcd.transactions
+import aetcd.utils
 
 from plainnet.datastore import flannel_format as fmt
 from plainnet.datastore.records import (
@@ -48,9 +58,18 @@ from plainnet.datastore.records import (
 )
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.node_subnets import NodeSubnetAllocator
-from plainnet.ipam.types import IPNetwork
+from plainnet.ipam.types import IPAddress, IPNetwork
 
 log = logging.getLogger("plainnet.datastore.etcd")
+
+#: The largest message the client accepts (gRPC's default is 4 MiB). A list is read in
+#: pages, so this only has to hold one page; a page of values near etcd's request limit
+#: (1.5 MiB each by default) that still does not fit is read again with fewer keys.
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+
+#: Keys per page of a list. 65,536 honest leases (~140 bytes each) are 66 pages of
+#: ~140 kB; the page shrinks down to one key for records near etcd's size limit.
+LIST_PAGE_KEYS = 1000
 
 #: gRPC channel settings. Reconnect quickly once etcd is back (gRPC's default backoff
 #: grows to two minutes), and ping an idle connection so a watch on an etcd that
@@ -62,6 +81,8 @@ GRPC_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.max_pings_without_data": 0,  # default 2: an idle watch stops pinging
+    "grpc.max_receive_message_length": MAX_RECEIVE_BYTES,
 }
 
 #: How often a node may lose a race for a free subnet before it gives up.
@@ -91,10 +112,29 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return url.hostname, port
 
 
-def etcd_client(endpoint: str, timeout: float = 5.0) -> aetcd.Client:
+class PagedClient(aetcd.Client):
+    """aetcd's client plus the one request it lacks: a range read with a key limit at a
+    fixed revision (aetcd's ``get_prefix`` returns everything in one message, which
+    at scale, or with a few huge values, exceeds any receive limit)."""
+
+    @aetcd.client._ensure_connected
+    async def range_page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
+        """The raw ``RangeResponse`` (``kvs``, ``more``, ``header.revision``);
+        ``revision`` 0 reads the newest."""
+        request = self._build_get_range_request(key=start, range_end=end)
+        request.limit = limit
+        request.revision = revision
+        return await self.kvstub.Range(request, timeout=self._timeout, metadata=self.metadata)
+
+
+def etcd_client(endpoint: str, timeout: float = 5.0) -> PagedClient:
     """An aetcd client for ``http://HOST:PORT``, with plainnet's channel settings."""
     host, port = parse_endpoint(endpoint)
-    return aetcd.Client(host=host, port=port, timeout=int(timeout) or 1, options=GRPC_OPTIONS)
+    return PagedClient(host=host, port=port, timeout=int(timeout) or 1, options=GRPC_OPTIONS)
+
+
+class _PageTooLargeError(Exception):
+    """A list page exceeded :data:`MAX_RECEIVE_BYTES`."""
 
 
 def decode_key(raw: bytes) -> str:
@@ -138,7 +178,8 @@ class EtcdDatastore:
         key = decode_key(kv.key)
         if key.encode() != kv.key:
             return InvalidRecord(key, "the key is not valid UTF-8", kv.create_revision)
-        return fmt.parse_lease(key, key[len(self._subnets_prefix) :], kv.value, kv.create_revision)
+        name = key[len(self._subnets_prefix) :]
+        return fmt.parse_lease(key, name, kv.value, kv.create_revision, kv.lease)
 
     # --- network config --------------------------------------------------------------
 
@@ -163,17 +204,49 @@ class EtcdDatastore:
             "write network config", self.client.put(f"{self.prefix}/config".encode(), text.encode())
         )
 
+    async def node_addresses(self) -> tuple[IPAddress, ...]:
+        return ()
+
+    async def ping(self) -> None:
+        await self._call("read network config", self.client.get(f"{self.prefix}/config".encode()))
+
     # --- list and watch --------------------------------------------------------------
 
     async def list(self) -> Snapshot:
-        result = await self._call(
-            "list leases", self.client.get_prefix(self._subnets_prefix.encode())
-        )
-        records = {}
-        for kv in result:
-            record = self._record(kv)
-            records[record.key] = record
-        return Snapshot(records, result.header.revision)
+        """All leases at one revision, read in pages of :data:`LIST_PAGE_KEYS` keys; a
+        page too large for the client is read again with half the keys."""
+        start = self._subnets_prefix.encode()
+        end = aetcd.utils.prefix_range_end(start)
+        records: dict[str, Record] = {}
+        revision, limit = 0, LIST_PAGE_KEYS
+        while True:
+            try:
+                page = await self._call("list leases", self._page(start, end, limit, revision))
+            except _PageTooLargeError:
+                if limit == 1:
+                    raise DatastoreError(
+                        f"etcd {self.endpoint}: list leases failed: one record at or after "
+                        f"{decode_key(start)!r} is larger than {MAX_RECEIVE_BYTES} bytes"
+                    ) from None
+                limit = max(1, limit // 2)
+                continue
+            revision = revision or page.header.revision
+            for kv in page.kvs:
+                record = self._record(kv)
+                records[record.key] = record
+            if not page.more or not page.kvs:
+                return Snapshot(records, revision)
+            start = page.kvs[-1].key + b"\0"
+
+    async def _page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
+        try:
+            return await self.client.range_page(start, end, limit, revision)
+        except aetcd.rpc.AioRpcError as exc:
+            if exc.code() == aetcd.rpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise _PageTooLargeError from None
+            if exc.code() == aetcd.rpc.StatusCode.OUT_OF_RANGE:  # the revision was compacted
+                raise HistoryCompacted(exc.details() or "compacted") from None
+            aetcd.exceptions._handle_exception(exc)
 
     async def watch(self, after: int) -> AsyncIterator[list[Change]]:
         """Batches of changes: everything the stream has delivered when the agent asks,
@@ -246,24 +319,40 @@ class EtcdDatastore:
     def _find_own(
         self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
     ) -> PeerRecord | None:
+        """This node's record from before a restart, if one is still there: one that
+        carries this node's name *and* one of its addresses (a name alone is anyone's to
+        write), or a Flannel lease of this node's address (a node moving from Flannel to
+        plainnet keeps its subnet). Of several, the one holding the subnet this node
+        last had (its ``subnet.json``) wins; while that subnet is free, none is taken —
+        the node claims its previous subnet anew rather than adopt another."""
         families = {pool.version for pool in allocator.pools}
+        addresses = set(claim.addresses)
+        previous = tuple(claim.previous_subnets)
+        mine: list[PeerRecord] = []
         for record in snapshot.records.values():
-            if not isinstance(record, PeerRecord):
+            if not isinstance(record, PeerRecord) or not addresses & set(record.addresses):
                 continue
-            mine = record.node == claim.node or (
-                bool(set(record.addresses) & set(claim.addresses))
-                and record.node in {str(a) for a in record.addresses}  # a Flannel-style lease
+            named = record.node == claim.node or (
+                record.node in {str(a) for a in record.addresses}  # a Flannel-style lease
             )
             if (
-                mine
+                named
                 and {s.version for s in record.subnets} == families
                 and all(
                     s.subnet_of(allocator.pool_for(s).cluster)
                     for s in record.subnets  # type: ignore[arg-type]
                 )
             ):
+                mine.append(record)
+        for record in mine:
+            if record.subnets == previous:
                 return record
-        return None
+        if previous and not any(
+            isinstance(r, PeerRecord) and set(r.subnets) & set(previous)
+            for r in snapshot.records.values()
+        ):
+            return None  # the previous subnet is free: _candidates offers it first
+        return min(mine, key=lambda r: r.claimed_at, default=None)
 
     def _candidates(
         self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
@@ -292,28 +381,50 @@ class EtcdDatastore:
                 raise DatastoreError(f"no subnet for node {claim.node}: {exc}") from None
 
     async def _put(
-        self, key: str, claim: NodeClaim, *, expect_mod: int | None, reuse: bool = False
+        self,
+        key: str,
+        claim: NodeClaim,
+        *,
+        expect_mod: int | None,
+        reuse: bool = False,
+        lease_id: int | None = None,
+        overwrite_mod: int | None = None,
     ) -> bool:
-        lease = await self._call("grant lease", self.client.lease(self.ttl_seconds))
+        """Write this node's record at ``key`` if: ``reuse`` — it is still the record
+        created at revision ``expect_mod``; ``overwrite_mod`` — it is still the one last
+        changed at that revision (a rewrite this node undoes); else — the key is free.
+        ``lease_id``: this node's live lease; by default a fresh one. The lease is this
+        node's from before the write, so the watch never takes the node's own write
+        for someone else's."""
+        if lease_id is None:
+            lease_id = (await self._call("grant lease", self.client.lease(self.ttl_seconds))).id
         value = fmt.lease_value(
             claim.node, claim.addresses, claim.backend, claim.backend_data, claim.backend_data_v6
         )
-        compare = (
-            [self.client.transactions.version(key.encode()) == 0]
-            if not reuse
-            else [self.client.transactions.create(key.encode()) == expect_mod]
-        )
-        put = aetcd.transactions.Put(key.encode(), value.encode(), lease=lease.id)
-        succeeded, _ = await self._call(
-            "claim subnet", self.client.transaction(compare=compare, success=[put], failure=[])
-        )
+        transactions = self.client.transactions
+        if overwrite_mod is not None:
+            compare = [transactions.mod(key.encode()) == overwrite_mod]
+        elif reuse:
+            compare = [transactions.create(key.encode()) == expect_mod]
+        else:
+            compare = [transactions.version(key.encode()) == 0]
+        put = aetcd.transactions.Put(key.encode(), value.encode(), lease=lease_id)
+        previous, self._lease_id = self._lease_id, lease_id
+        try:
+            succeeded, _ = await self._call(
+                "claim subnet", self.client.transaction(compare=compare, success=[put], failure=[])
+            )
+        except BaseException:
+            self._lease_id = previous
+            raise
         if not succeeded:
-            await self._call("revoke lease", self.client.revoke_lease(lease.id))
+            self._lease_id = previous
+            if lease_id != previous:
+                await self._call("revoke lease", self.client.revoke_lease(lease_id))
             return False
-        if self._lease_id is not None and self._lease_id != lease.id:
+        if previous is not None and previous != lease_id:
             with contextlib.suppress(CLIENT_ERRORS):
-                await self.client.revoke_lease(self._lease_id)
-        self._lease_id = lease.id
+                await self.client.revoke_lease(previous)
         return True
 
     def _own_record(self, key: str, subnets: tuple[IPNetwork, ...], claim: NodeClaim) -> PeerRecord:
@@ -328,19 +439,25 @@ class EtcdDatastore:
         )
         return self._own
 
+    def own_record_intact(self, record: Record) -> bool:
+        return (
+            self._own is not None
+            and isinstance(record, PeerRecord)
+            and record.lease == self._lease_id
+            and record.same_claim(self._own)
+        )
+
+    async def _lease_alive(self) -> bool:
+        if self._lease_id is None:
+            return False
+        reply = await self._call("renew lease", self.client.refresh_lease(self._lease_id))
+        return reply is not None and reply.TTL > 0
+
     async def renew(self) -> None:
         if self._own is None or self._claim is None or self._lease_id is None:
             raise DatastoreError("renew before claim")
-        reply = await self._call("renew lease", self.client.refresh_lease(self._lease_id))
-        alive = reply is not None and reply.TTL > 0
-        if alive and await self._call("read own record", self.client.get(self._own.key.encode())):
-            return
-        log.warning(
-            "record %s is gone (lease %s); putting it back",
-            self._own.key,
-            "alive" if alive else "expired",
-        )
-        if not await self._put(self._own.key, self._claim, expect_mod=None):
+        own = await self._ensure_own()
+        if own is not self._own:
             raise DatastoreError(
                 f"subnet {self._own.key} was taken by another node while "
                 f"this node's lease had expired"
@@ -349,13 +466,40 @@ class EtcdDatastore:
     async def restore(self) -> PeerRecord:
         if self._own is None or self._claim is None:
             raise DatastoreError("restore before claim")
-        if await self._call("read own record", self.client.get(self._own.key.encode())):
-            return self._own
-        if await self._put(self._own.key, self._claim, expect_mod=None):
-            log.warning("put this node's record %s back", self._own.key)
-            return self._own
+        own = await self._ensure_own()
+        if own is not None:
+            return own
         log.error(
-            "subnet %s was taken by another node while this node's record was gone; claiming again",
+            "subnet %s was taken by another node while this node's lease had expired; "
+            "claiming again",
             self._own.key,
         )
         return await self.claim(self._claim)
+
+    async def _ensure_own(self) -> PeerRecord | None:
+        """Keep this node's lease alive and its record as it wrote it: put it back if it
+        is gone, or rewritten while the node's lease is alive (the subnet is still this
+        node's). None: the lease expired and the record is another node's now."""
+        assert self._own is not None and self._claim is not None
+        key = self._own.key
+        for _ in range(CLAIM_ATTEMPTS):  # a writer racing every put-back cannot hold us
+            alive = await self._lease_alive()
+            current = await self._call("read own record", self.client.get(key.encode()))
+            intact = current is not None and self.own_record_intact(self._record(current))
+            if intact and alive:
+                return self._own
+            lease = self._lease_id if alive else None
+            if current is None:
+                if await self._put(key, self._claim, expect_mod=None, lease_id=lease):
+                    log.warning("put this node's record %s back (it was gone)", key)
+                    return self._own
+                return None  # another node claimed the free subnet first
+            if not alive and not intact:
+                return None  # written by another node after this node's lease ran out
+            mod = current.mod_revision
+            if await self._put(
+                key, self._claim, expect_mod=None, lease_id=lease, overwrite_mod=mod
+            ):
+                log.warning("put this node's record %s back over a rewrite", key)
+                return self._own
+        raise DatastoreError(f"etcd {self.endpoint}: {key} keeps being rewritten")

@@ -204,7 +204,7 @@ def lease_value(
     return json.dumps(document)
 
 
-def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
+def parse_lease(key: str, name: str, value: bytes, claimed_at: int, lease: int = 0) -> Record:
     """A lease key's last element and value as a :class:`PeerRecord`, or an
     :class:`InvalidRecord` saying what is wrong with it."""
     try:
@@ -255,6 +255,7 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int) -> Record:
             backend_data=backend_data,
             claimed_at=claimed_at,
             backend_data_v6=backend_data_v6,
+            lease=lease,
         )
     except (ValueError, TypeError) as exc:
         return InvalidRecord(key=key, reason=str(exc), claimed_at=claimed_at)

@@ -21,6 +21,7 @@ a quiet cluster, so a reconnect resumes instead of relisting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from ipaddress import ip_address, ip_network
@@ -44,6 +45,7 @@ from plainnet.datastore.records import (
     Record,
     Snapshot,
 )
+from plainnet.ipam.types import IPAddress
 
 log = logging.getLogger("plainnet.datastore.kubernetes")
 
@@ -106,6 +108,35 @@ class KubernetesDatastore:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def node_addresses(self) -> tuple[IPAddress, ...]:
+        try:
+            node = await self.client.get(Node, name=self.node_name)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return ()  # not registered yet: the claim waits for it
+            raise DatastoreError(
+                f"Kubernetes API: cannot read node {self.node_name}: {exc}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
+        addresses = []
+        for text in internal_ips(node):
+            with contextlib.suppress(ValueError):  # a bad InternalIP is not ours to use
+                addresses.append(ip_address(text))
+        return tuple(addresses)
+
+    def own_record_intact(self, record: Record) -> bool:
+        return True
+
+    async def ping(self) -> None:
+        try:
+            await self.client.get(Node, name=self.node_name)
+        except ApiError as exc:
+            if exc.status.code != 404:  # a missing Node is an answer too
+                raise DatastoreError(f"Kubernetes API: reading node failed: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
 
     async def list(self) -> Snapshot:
         try:

@@ -27,6 +27,20 @@ class PeerRecord:
     claimed_at: int = 0
     #: Flannel's ``BackendV6Data``: backend data of a node whose VXLAN underlay is IPv6.
     backend_data_v6: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The etcd lease the record is attached to (0: none, or not an etcd record).
+    lease: int = field(default=0, compare=False)
+
+    def same_claim(self, other: PeerRecord) -> bool:
+        """Whether ``other`` says what this record says (what a node compares its own
+        record with: a rewrite that changes any of it is not the node's)."""
+        return (
+            self.node == other.node
+            and self.subnets == other.subnets
+            and self.addresses == other.addresses
+            and self.backend == other.backend
+            and self.backend_data == other.backend_data
+            and self.backend_data_v6 == other.backend_data_v6
+        )
 
     def address_for(self, version: int) -> IPAddress | None:
         for address in self.addresses:
@@ -114,6 +128,11 @@ class Datastore(Protocol):
         available and :class:`DatastoreError` when the connection is lost."""
         ...
 
+    async def node_addresses(self) -> tuple[IPAddress, ...]:
+        """The addresses the datastore already knows this node by (a Node's InternalIPs;
+        none for etcd): start-up prefers them over guessing from the interfaces."""
+        ...
+
     async def claim(self, claim: NodeClaim) -> PeerRecord:
         """This node's record: the one it held before if still its own, else a new one."""
         ...
@@ -126,6 +145,19 @@ class Datastore(Protocol):
         """This node's record was deleted (or expired): put it back, or — where the agent
         cannot write it (a Node object) — wait until it is back. The subnet may differ
         if another node took it meanwhile."""
+        ...
+
+    def own_record_intact(self, record: Record) -> bool:
+        """Whether ``record``, read at this node's own key, is what this node wrote (etcd:
+        the same content, attached to this node's lease). A Node object is written by
+        Kubernetes, not by the agent, and is always taken as it is."""
+        ...
+
+    async def ping(self) -> None:
+        """Answer one cheap read that needs a working datastore (etcd: a linearizable
+        read, so a stopped or leaderless etcd does not answer); DatastoreError if not.
+        The caller bounds it with a timeout: a frozen server keeps its TCP connections
+        open and never fails a request by itself."""
         ...
 
     async def close(self) -> None: ...
