@@ -4,6 +4,7 @@ the same N routes directly, in the same run. Pure Python, no root.
 
     .venv/bin/python bench/peer_view.py                # N = 5,000 and 20,000
     .venv/bin/python bench/peer_view.py --peers 1000
+    .venv/bin/python bench/peer_view.py --peers 65535  # a full /8 of /24s
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def records(count: int, backend: str) -> dict[str, PeerRecord]:
     for i in range(count):
         key = f"k{i}"
         address = ip_address(f"192.{168 + (i // 62500)}.{i // 250 % 250}.{i % 250 + 2}")
-        subnet = ip_network(f"10.{100 + i // 256}.{i % 256}.0/24")
+        subnet = ip_network((int(ip_address("10.0.0.0")) + ((i + 1) << 8), 24))  # up to 65,535
         found[key] = PeerRecord(key, f"n{i}", (subnet,), (address,), backend, claimed_at=i)
     return found
 
@@ -54,7 +55,7 @@ def measure(count: int, backend: str) -> dict[str, float]:
     links = VxlanLinks(9, 4, "0e:70:c0:a8:00:01") if chosen.device_names else None
     context = RoutingContext(chosen, LOCAL, links)
     own = PeerRecord(
-        "own", "own", (ip_network("10.99.0.0/24"),), (LOCAL[0].address,), chosen.record_type
+        "own", "own", (ip_network("10.0.0.0/24"),), (LOCAL[0].address,), chosen.record_type
     )
     peers = records(count, chosen.record_type)
 

@@ -31,6 +31,9 @@ class NodeState:
     subnets: tuple[IPNetwork, ...]
     mtu: int
     backend: str
+    #: Subnets this node held and lost to another node: nothing is handed out from
+    #: them, and pods still holding addresses from them must be recreated.
+    lost_subnets: tuple[IPNetwork, ...] = ()
 
 
 def write_node_state(run_dir: Path, state: NodeState) -> Path:
@@ -43,6 +46,7 @@ def write_node_state(run_dir: Path, state: NodeState) -> Path:
         "subnets": [str(s) for s in state.subnets],
         "mtu": state.mtu,
         "backend": state.backend,
+        "lost_subnets": [str(s) for s in state.lost_subnets],
     }
     with tmp.open("w") as out:
         json.dump(document, out, indent=1)
@@ -62,6 +66,7 @@ def read_node_state(run_dir: Path) -> NodeState | None:
             subnets=tuple(ip_network(s) for s in document["subnets"]),
             mtu=int(document["mtu"]),
             backend=document["backend"],
+            lost_subnets=tuple(ip_network(s) for s in document.get("lost_subnets", [])),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

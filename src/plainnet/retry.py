@@ -51,14 +51,18 @@ class Backoff:
         attempt: Callable[[], Awaitable[T]],
         errors: type[BaseException] | tuple[type[BaseException], ...],
         failed: Callable[[BaseException, float], None],
+        until: type[BaseException] | tuple[type[BaseException], ...] = (),
     ) -> T:
         """``await attempt()`` until it succeeds; each failure of ``errors`` is handed to
         ``failed`` (with the delay before the next try: for its log line and metric),
-        then waited for. Anything else is not a reason to retry and is raised."""
+        then waited for. Anything else — and ``until``, a kind of ``errors`` that no
+        retry mends — is raised."""
         while True:
             try:
                 result = await attempt()
             except errors as exc:
+                if until and isinstance(exc, until):
+                    raise
                 failed(exc, self.upcoming)
                 await self.sleep()
                 continue

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from ipaddress import ip_network
 
 import pytest
 from tests.helpers.cluster_checks import (
@@ -234,6 +235,20 @@ def test_a_frozen_etcd_is_reported_within_15_seconds(cluster_factory, lab_name):
     assert noticed < 15
 
 
+def http_body(cluster, node, path):
+    script = (
+        "import urllib.request, urllib.error\n"
+        "try:\n"
+        f"    answer = urllib.request.urlopen('http://127.0.0.1:9158{path}', timeout=5)\n"
+        "    print(answer.read().decode())\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print(exc.read().decode())\n"
+    )
+    return cluster.lab.run(
+        node, [sys.executable, "-c", script], capture_output=True, text=True
+    ).stdout
+
+
 def http_status(cluster, node, path):
     script = (
         "import urllib.request, urllib.error\n"
@@ -383,6 +398,41 @@ def test_a_rewrite_of_a_nodes_own_record_is_undone(cluster_factory, lab_name):
     assert all(p.ok for p in probe_pods(cluster.pods))
     cluster.stop_agent("node2", kill=True)  # the record is on node2's lease again:
     wait_until(lambda: subnet not in cluster.node_routes("node1"), 30, what="lease expiry")
+
+
+def test_a_node_resumed_after_its_subnet_was_taken_claims_again_loudly(cluster_factory, lab_name):
+    """node2 is paused past its lease TTL; meanwhile another node (here a Flannel node,
+    which knows nothing of plainnet's holds) takes node2's subnet. Both used to hold
+    pods in one subnet, silently."""
+    cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1, lease_ttl=5)
+    key, lost = lease_key(cluster, "node2"), subnet_of(cluster, "node2")
+    agent = cluster.agents["node2"]
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: etcd_tool(cluster, "get", key).strip() == "", 15, what="expiry")
+        taker = {"PublicIP": "10.250.0.99", "BackendType": "host-gw"}
+        etcd_tool(cluster, "put", key, json.dumps(taker))
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    wait_until(lambda: "lost its subnet" in cluster.agent_log("node2"), 15, what="the loss")
+    state = cluster.wait_for_node_state("node2", time.monotonic() + 10)
+    assert lost not in {str(s) for s in state.subnets}
+    assert lost in {str(s) for s in state.lost_subnets}
+    assert metric(cluster, "node2", "plainnet_subnets_lost_total") == len(state.lost_subnets) == 2
+    new = str(next(s for s in state.subnets if s.version == 4))
+    wait_until(lambda: new in cluster.node_routes("node1"), 10, what="node2's new subnet routed")
+    # node2's pod still has an address from the lost subnet: reported, node not ready
+    stranded = next(p for p in cluster.pods if p.node == "node2")
+    assert http_status(cluster, "node2", "/readyz") == 503
+    assert "lost to another node" in http_body(cluster, "node2", "/readyz")
+    cluster.delete_pod(stranded)
+    wait_until(lambda: http_status(cluster, "node2", "/readyz") == 200, 10, what="readiness")
+    fresh = cluster.add_pod("node2", "fresh")  # from the new subnet only
+    assert all(a in ip_network(new) for a in fresh.addresses if a.version == 4)
+    bridge = cluster.lab.run(
+        "node2", ["ip", "-4", "addr", "show", "cbr0"], capture_output=True, text=True
+    ).stdout
+    assert lost.split("/")[0].rsplit(".", 1)[0] + "." not in bridge  # the lost gateway is gone
 
 
 def test_pod_churn_costs_no_reconcile_pass(cluster_factory, lab_name):

@@ -339,6 +339,62 @@ def test_a_rewritten_own_record_is_put_back_and_reattached_to_the_lease(etcd_ser
     run(scenario())
 
 
+def test_subnets_are_handed_out_next_fit_across_the_cluster(etcd_server):
+    """A subnet freed by a node that left is not handed out again while never-used ones
+    remain, whichever process claims next (each used to start from its own view)."""
+
+    async def scenario():
+        first = await configured(etcd_server.endpoint, cidrs=[ip_network("10.244.0.0/21")])
+        client = raw_client(etcd_server.endpoint)
+        claimed = []
+        for i in range(1, 4):
+            store = EtcdDatastore(etcd_server.endpoint)
+            claimed.append(await store.claim(claim(f"node{i}", f"10.250.0.{i}")))
+            await store.close()
+        assert [r.subnets[0] for r in claimed] == [
+            ip_network(f"10.244.{i}.0/24") for i in (1, 2, 3)
+        ]
+        # node3 left long ago: its record and its hold are gone
+        await client.delete(claimed[2].key.encode())
+        await client.delete(b"/coreos.com/network/plainnet/held/10.244.3.0-24")
+        fresh = EtcdDatastore(etcd_server.endpoint)
+        fourth = await fresh.claim(claim("node4", "10.250.0.4"))
+        assert fourth.subnets == (ip_network("10.244.4.0/24"),)  # not node3's 10.244.3.0
+        await fresh.close()
+        await first.close()
+        await client.close()
+
+    run(scenario())
+
+
+def test_an_expired_subnet_is_held_for_one_more_ttl(etcd_server):
+    """A node paused past its lease TTL used to find its subnet taken within a second
+    of the expiry (and both then hold pods in one subnet)."""
+
+    async def scenario():
+        tiny = [ip_network("10.244.0.0/23")]  # two /24s: the first is never handed out
+        paused = await configured(etcd_server.endpoint, cidrs=tiny, ttl=2)
+        mine = await paused.claim(claim("node1", "10.250.0.1"))
+        paused.client = etcd_module.etcd_client(etcd_server.endpoint)  # drop, don't revoke
+        client = raw_client(etcd_server.endpoint)
+        deadline = asyncio.get_running_loop().time() + 10
+        while await client.get(mine.key.encode()) is not None:  # the record expires
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+        other = EtcdDatastore(etcd_server.endpoint, ttl_seconds=2)
+        with pytest.raises(DatastoreError, match="no subnet"):
+            await other.claim(claim("node2", "10.250.0.2"))  # held for node1
+        # node1 resumes within the hold: its subnet is still there for it
+        again = EtcdDatastore(etcd_server.endpoint, ttl_seconds=2)
+        back = await again.claim(claim("node1", "10.250.0.1", previous=mine.subnets))
+        assert back.subnets == mine.subnets
+        await again.close()
+        await other.close()
+        await client.close()
+
+    run(scenario())
+
+
 def test_an_expired_lease_disappears_and_renew_keeps_it(etcd_server):
     async def scenario():
         await configured(etcd_server.endpoint)

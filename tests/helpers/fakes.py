@@ -101,6 +101,9 @@ class FakeDatastore:
     async def node_addresses(self):
         return ()
 
+    def claim_snapshot(self):
+        return None
+
     def own_record_intact(self, record) -> bool:
         return isinstance(record, PeerRecord) and record.same_claim(self.own)
 

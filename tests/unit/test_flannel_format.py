@@ -52,7 +52,7 @@ def test_plainnet_lease_value_is_what_flannel_expects():
         (b"not json", "Expecting value"),
         (b'{"PublicIP": "fd00::1"}', "not an IPv4 address"),
         (b'{"PublicIP": "10.0.0.1", "PublicIPv6": "10.0.0.2"}', "not an IPv6 address"),
-        (b'{"PublicIP": "banana"}', "does not appear to be an IPv4 or IPv6 address"),
+        (b'{"PublicIP": "banana"}', "PublicIP banana is not an IPv4 address"),
         (b'["a list"]', "not a JSON object"),
         (b'{"PublicIP": 167772161}', "PublicIP is not a string"),  # was read as 10.0.0.1
         (b'{"PublicIP": "10.0.0.1", "PublicIPv6": 1}', "PublicIPv6 is not a string"),

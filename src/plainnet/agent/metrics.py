@@ -68,6 +68,11 @@ class AgentMetrics:
             ["reason"],
             registry=r,
         )
+        self.subnets_lost = Counter(
+            "plainnet_subnets_lost",
+            "Subnets this node held and found taken by another node after its lease expired",
+            registry=r,
+        )
         self.reconcile_loop_seconds = Histogram(
             "plainnet_reconcile_loop_seconds",
             "How long one pass held the event loop (kernel work runs on its own thread)",

@@ -14,7 +14,13 @@ import logging
 from collections.abc import Callable
 
 from plainnet.agent.metrics import AgentMetrics
-from plainnet.datastore.records import Datastore, DatastoreError, HistoryCompacted, Record
+from plainnet.datastore.records import (
+    Datastore,
+    DatastoreError,
+    HistoryCompacted,
+    Record,
+    Snapshot,
+)
 from plainnet.retry import Backoff
 
 log = logging.getLogger("plainnet.agent")
@@ -49,8 +55,9 @@ class Observation:
         changed, self._changed = self._changed, set()
         return changed
 
-    async def relist(self) -> None:
-        snapshot = await self.datastore.list()
+    async def relist(self, snapshot: Snapshot | None = None) -> None:
+        """Take every record anew: from ``snapshot`` (the claim's list), or a list."""
+        snapshot = snapshot or await self.datastore.list()
         self.records, self.revision = dict(snapshot.records), snapshot.revision
         self._changed = None
         self._listed = True

@@ -38,7 +38,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from plainnet.agent import netlink
 from plainnet.agent.backends import all_device_names
@@ -47,7 +47,7 @@ from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.observation import Observation
 from plainnet.agent.reconciler import Kernel, KernelWorker, Reconciler
 from plainnet.agent.startup import AgentSettings, NodeContext, start_node
-from plainnet.datastore.records import Datastore, DatastoreError
+from plainnet.datastore.records import Datastore, DatastoreError, SubnetLost
 from plainnet.errors import PlainnetError
 from plainnet.node_state import NodeState
 from plainnet.retry import Backoff
@@ -196,7 +196,7 @@ class Agent:
             for problem in await self.worker.call(self.kernel.enable_forwarding):
                 log.error("%s", problem)
             self.observation.own_key = node.own.key
-            await self.observation.relist()
+            await self.observation.relist(self.datastore.claim_snapshot())
 
         def failed(exc: BaseException, delay: float) -> None:
             self.metrics.datastore_errors.inc()
@@ -212,8 +212,24 @@ class Agent:
         return local, {n.ifindex: self.kernel.interface_mtu(n.ifindex) for n in local}
 
     def _adopt(self, node: NodeContext) -> None:
-        """Make ``node`` this agent's context: publish it and (re)build the reconciler."""
+        """Make ``node`` this agent's context: publish it and (re)build the reconciler.
+        A subnet this node held and no longer holds (another node took it while this
+        one was paused past its lease) is *lost*: said loudly, counted, and published
+        with the node's facts, so the CNI side hands out nothing from it, frees what
+        its pods still hold and reports them — until they are gone, the node is not
+        ready."""
         previous = self.node
+        lost = ()
+        if previous is not None and previous.own.subnets != node.own.subnets:
+            lost = tuple(s for s in previous.own.subnets if s not in node.own.subnets)
+            node = replace(node, lost_subnets=lost + previous.lost_subnets)
+            self.metrics.subnets_lost.inc(len(lost))
+            log.error(
+                "this node lost its subnet %s to another node (its lease had expired) and "
+                "now owns %s: pods with addresses from the lost subnet must be recreated",
+                ", ".join(map(str, lost)),
+                ", ".join(map(str, node.own.subnets)),
+            )
         self.node = node
         self.publish(node.state)
         log.info(
@@ -236,13 +252,6 @@ class Agent:
             )
         else:
             self.reconciler.adopt(node.own, node.identity)
-        if previous is not None and previous.own.subnets != node.own.subnets:
-            log.error(
-                "this node's subnet changed from %s to %s: pods with addresses from the "
-                "old subnet must be recreated",
-                ", ".join(map(str, previous.own.subnets)),
-                ", ".join(map(str, node.own.subnets)),
-            )
         self.dirty.mark("start")
 
     # --- the loops -----------------------------------------------------------------------
@@ -322,7 +331,12 @@ class Agent:
 
         while True:
             await asyncio.sleep(renew)
-            await backoff.retry(self.datastore.renew, DatastoreError, failed)
+            try:
+                await backoff.retry(self.datastore.renew, DatastoreError, failed, until=SubnetLost)
+            except SubnetLost as exc:
+                log.error("%s", exc)
+                self._own_record_in_trouble("lost")
+                continue
             self.metrics.lease_renewals.labels("ok").inc()
 
     def _own_record_in_trouble(self, what: str) -> None:

@@ -404,6 +404,21 @@ def single_malloc_arena() -> None:
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 1)
 
 
+#: The cycle collector's first-generation threshold while the agent runs (CPython's
+#: default is 700). A full pass allocates a few objects per peer and frees them
+#: with reference counting; at the default, 65,536 peers set off hundreds of
+#: collections that each walk every live record (measured: a 65,535-peer rebuild
+#: 1.6-1.9 s at the default, 1.1-1.35 s at this setting). Cycles are still collected:
+#: less often, and after every full pass (:func:`release_free_memory`).
+COLLECTOR_THRESHOLD = (100_000, 50, 100)
+
+
+def tune_cycle_collector() -> None:
+    """Collect reference cycles less often (a process-wide setting, made once by the
+    agent's entry point)."""
+    gc.set_threshold(*COLLECTOR_THRESHOLD)
+
+
 def release_free_memory() -> None:
     """Give memory freed after a full pass (the etcd list, parsed records, the old view)
     back to the system: glibc keeps freed heap otherwise, and a long-running agent's

@@ -49,6 +49,8 @@ class NodeContext:
     claim: NodeClaim = field(repr=False)
     #: The cluster's node subnet length per family, where the datastore knows it.
     node_prefixes: dict[int, int] = field(default_factory=dict)
+    #: Subnets this node held and lost to another node since it started.
+    lost_subnets: tuple[IPNetwork, ...] = ()
 
     def with_own(self, own: PeerRecord) -> NodeContext:
         """The context for ``own``: at the claim, and when a restored record brought
@@ -65,6 +67,7 @@ class NodeContext:
             # for pods: with an overlay, what still fits once encapsulated
             mtu=self.backend.pod_mtu(self.identity),
             backend=self.backend.name,
+            lost_subnets=self.lost_subnets,
         )
 
 
@@ -101,8 +104,22 @@ async def start_node(
     )
     own = await datastore.claim(claim)
     cluster = list(network.cluster_cidrs)
+    # a subnet held before this start and not got back (another node took it while
+    # this one was away past its lease) is lost; so stay the ones lost before
+    lost = tuple(
+        s
+        for s in (previous.lost_subnets + previous.subnets if previous else ())
+        if s not in own.subnets
+    )
+    if previous and set(previous.subnets) - set(own.subnets):
+        log.error(
+            "this node held %s before it restarted and another node holds it now: pods "
+            "with addresses from it must be recreated",
+            ", ".join(str(s) for s in previous.subnets if s not in own.subnets),
+        )
+    prefixes = dict(network.node_prefixes)
     return NodeContext(
-        identity, own, backend, cluster, claim, dict(network.node_prefixes)
+        identity, own, backend, cluster, claim, prefixes, tuple(dict.fromkeys(lost))
     ).with_own(own)
 
 

@@ -106,9 +106,7 @@ def identities(record: PeerRecord, context: RoutingContext) -> list[tuple[str, o
     """What no two accepted peers may share, as (kind, value): node addresses, and what
     the backend adds (a VTEP MAC). An address is (version, int): ``ipaddress`` objects
     hash in Python code, and a rebuild hashes 20,000 of them several times."""
-    found: list[tuple[str, object]] = [
-        ("address", (a.version, int(a))) for a in record.addresses
-    ]
+    found: list[tuple[str, object]] = [("address", (a.version, int(a))) for a in record.addresses]
     found.extend(context.backend.identities(record, context.links))
     return found
 

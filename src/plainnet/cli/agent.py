@@ -210,9 +210,25 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
 
             cni_server = CniServer(settings.run_dir, node_states.current).start()
         http = None
+
+        def ready() -> tuple[bool, str]:
+            """The agent's readiness, and no pod stranded in a subnet this node lost."""
+            ok, why = agent.ready()
+            state = node_states.current()
+            lost = cni_server is not None and state is not None and state.lost_subnets
+            stranded = cni_server.handler().stranded_pods() if lost else []
+            if ok and stranded:
+                subnets = sorted({str(subnet) for subnet, _ in stranded})
+                pods = ", ".join(r.owner.container_id[:12] for _, r in stranded[:10])
+                return False, (
+                    f"{len(stranded)} pods hold addresses from {', '.join(subnets)}, lost to "
+                    f"another node: delete them so they are recreated ({pods})"
+                )
+            return ok, why
+
         try:
             if listen[1]:
-                http = await serve_http(listen[0], listen[1], metrics, agent.alive, agent.ready)
+                http = await serve_http(listen[0], listen[1], metrics, agent.alive, ready)
             await agent.run(stop)
         finally:
             if http is not None:

@@ -32,7 +32,8 @@ from plainnet.cni.errors import (
 from plainnet.cni.protocol import LATEST_VERSION, version_answer
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.file_store import FilePodAddressStore, store_directory
-from plainnet.ipam.pod_addresses import Owner, PodAddressAllocator, first_usable
+from plainnet.ipam.pod_addresses import Owner, PodAddressAllocator, Reservation, first_usable
+from plainnet.ipam.types import IPNetwork
 from plainnet.node_state import NodeState, read_node_state
 
 log = logging.getLogger("plainnet.cni")
@@ -166,7 +167,7 @@ class CniHandler:
     def delete(self, request: CniRequest) -> bytes:
         node = self._last_known_node()
         if node is not None:
-            released = self._release(self._pools(node), request)
+            released = self._release(self._pools(node, lost=True), request)
             if released:
                 log.info(
                     "DEL %s %s: released %s",
@@ -185,6 +186,17 @@ class CniHandler:
                 if reservation.owner == Owner(request.container_id, request.ifname):
                     held.append(ip_interface(f"{reservation.address}/{pool.subnet.prefixlen}"))
         if not held:
+            owner = Owner(request.container_id, request.ifname)
+            for pool in self._pools(node, lost=True):
+                if pool.subnet in node.lost_subnets and any(
+                    r.owner == owner for r in pool.reservations()
+                ):
+                    raise CniError(
+                        CHECK_FAILED,
+                        f"{request.container_id} {request.ifname} has an address from "
+                        f"{pool.subnet}, a subnet this node lost to another node",
+                        "recreate the pod",
+                    )
             raise CniError(
                 CHECK_FAILED, f"no address is reserved for {request.container_id} {request.ifname}"
             )
@@ -221,7 +233,7 @@ class CniHandler:
         node = self._last_known_node()
         released = []
         if node is not None:
-            for pool in self._pools(node):
+            for pool in self._pools(node, lost=True):
                 released.extend(pool.garbage_collect(valid))
         keep = {host_veth_name(c, i) for c, i in valid}
         removed = []
@@ -250,10 +262,26 @@ class CniHandler:
         addresses. Handing out (ADD) waits for the agent."""
         return self.node_state() or read_node_state(self.run_dir)
 
-    def _pools(self, node: NodeState) -> list[PodAddressAllocator]:
+    def _pools(self, node: NodeState, *, lost: bool = False) -> list[PodAddressAllocator]:
+        """The node's address pools; with ``lost``, also those of subnets it lost (only
+        ever released from: DEL and GC free what pods there still hold)."""
+        subnets = node.subnets + (node.lost_subnets if lost else ())
         return [
             PodAddressAllocator(subnet, FilePodAddressStore(store_directory(self.ipam_dir, subnet)))
-            for subnet in node.subnets
+            for subnet in subnets
+        ]
+
+    def stranded_pods(self) -> list[tuple[IPNetwork, Reservation]]:
+        """Pods still holding addresses from subnets this node lost to another node:
+        they cannot be reached any more and must be recreated."""
+        node = self.node_state()
+        if node is None or not node.lost_subnets:
+            return []
+        return [
+            (pool.subnet, reservation)
+            for pool in self._pools(node, lost=True)
+            if pool.subnet in node.lost_subnets
+            for reservation in pool.reservations()
         ]
 
     def _release(self, pools: list[PodAddressAllocator], request: CniRequest) -> list[Any]:

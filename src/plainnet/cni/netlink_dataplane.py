@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ipaddress import ip_interface
+from ipaddress import ip_address, ip_interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -125,6 +125,12 @@ def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[in
         for gateway in gateways:
             if (str(gateway.ip), gateway.network.prefixlen) not in present:
                 add_address(ipr, index, gateway)
+        # The bridge holds this node's gateways and nothing else: the gateway of a subnet
+        # the node lost would route that subnet here instead of to its new owner.
+        wanted = {(str(g.ip), g.network.prefixlen) for g in gateways}
+        for address, prefixlen in present - wanted:
+            if address and not ip_address(address).is_link_local:
+                ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
         if not link["flags"] & 1:
             ipr.link("set", index=index, state="up")
         return index, link.get("address")

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,6 +56,7 @@ from plainnet.datastore.records import (
     PeerRecord,
     Record,
     Snapshot,
+    SubnetLost,
 )
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.node_subnets import NodeSubnetAllocator
@@ -159,6 +161,15 @@ class EtcdDatastore:
         self._own: PeerRecord | None = None
         self._claim: NodeClaim | None = None
         self._lease_id: int | None = None
+        # plainnet's own keys beside Flannel's subnets/ (Flannel never reads them)
+        self._plainnet_prefix = f"{self.prefix}/plainnet/"
+        self._holds_prefix = f"{self._plainnet_prefix}held/"
+        self._cursor_key = f"{self._plainnet_prefix}next-fit"
+        self._hold_key: str | None = None
+        self._hold_lease_id: int | None = None
+        self._claim_snapshot: Snapshot | None = None
+        #: raw key -> (mod revision, record) of the last list (see :meth:`list`)
+        self._parsed: dict[bytes, tuple[int, Record]] = {}
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -213,29 +224,47 @@ class EtcdDatastore:
     # --- list and watch --------------------------------------------------------------
 
     async def list(self) -> Snapshot:
-        """All leases at one revision, read in pages of :data:`LIST_PAGE_KEYS` keys; a
-        page too large for the client is read again with half the keys."""
-        start = self._subnets_prefix.encode()
-        end = aetcd.utils.prefix_range_end(start)
+        """Every lease. A record unchanged since the last list (same key, same mod
+        revision) is not parsed again: a claim lists, and the agent relists right after;
+        at 65,536 nodes parsing is most of a list's cost."""
+        kvs, revision = await self._read_prefix(self._subnets_prefix, "list leases")
         records: dict[str, Record] = {}
-        revision, limit = 0, LIST_PAGE_KEYS
+        parsed: dict[bytes, tuple[int, Record]] = {}
+        known = self._parsed
+        for kv in kvs:
+            cached = known.get(kv.key)
+            if cached is not None and cached[0] == kv.mod_revision:
+                record = cached[1]
+            else:
+                record = self._record(kv)
+            parsed[kv.key] = (kv.mod_revision, record)
+            records[record.key] = record
+        self._parsed = parsed
+        return Snapshot(records, revision)
+
+    async def _read_prefix(self, prefix: str, what: str, revision: int = 0) -> tuple[list, int]:
+        """Every key under ``prefix`` at one revision (the newest by default), read in
+        pages of :data:`LIST_PAGE_KEYS` keys; a page too large for the client is read
+        again with half the keys."""
+        start = prefix.encode()
+        end = aetcd.utils.prefix_range_end(start)
+        kvs: list = []
+        limit = LIST_PAGE_KEYS
         while True:
             try:
-                page = await self._call("list leases", self._page(start, end, limit, revision))
+                page = await self._call(what, self._page(start, end, limit, revision))
             except _PageTooLargeError:
                 if limit == 1:
                     raise DatastoreError(
-                        f"etcd {self.endpoint}: list leases failed: one record at or after "
+                        f"etcd {self.endpoint}: {what} failed: one record at or after "
                         f"{decode_key(start)!r} is larger than {MAX_RECEIVE_BYTES} bytes"
                     ) from None
                 limit = max(1, limit // 2)
                 continue
             revision = revision or page.header.revision
-            for kv in page.kvs:
-                record = self._record(kv)
-                records[record.key] = record
+            kvs.extend(page.kvs)
             if not page.more or not page.kvs:
-                return Snapshot(records, revision)
+                return kvs, revision
             start = page.kvs[-1].key + b"\0"
 
     async def _page(self, start: bytes, end: bytes, limit: int, revision: int) -> Any:
@@ -299,22 +328,37 @@ class EtcdDatastore:
         for _ in range(CLAIM_ATTEMPTS):
             allocator = NodeSubnetAllocator(config.cluster_cidrs, config.node_prefixes)
             snapshot = await self.list()
+            holds, cursor = await self._read_holds(snapshot.revision)
             own = self._find_own(snapshot, claim, allocator)
             if own is not None:
                 if await self._put(own.key, claim, expect_mod=own.claimed_at, reuse=True):
                     log.info("reclaimed %s for node %s", own.key, claim.node)
-                    return self._own_record(own.key, own.subnets, claim)
+                    return self._claimed(own.key, own.subnets, claim, snapshot)
                 continue
-            for subnets in self._candidates(snapshot, claim, allocator):
+            for subnets in self._candidates(snapshot, holds, cursor, claim, allocator):
                 key = self._subnets_prefix + fmt.subnet_key(subnets)
-                if await self._put(key, claim, expect_mod=None):
+                if await self._put(key, claim, expect_mod=None, advance_cursor=True):
                     log.info("claimed %s for node %s", key, claim.node)
-                    return self._own_record(key, subnets, claim)
+                    return self._claimed(key, subnets, claim, snapshot)
                 break  # lost a race: look at the new state of things
         raise DatastoreError(
             f"etcd {self.endpoint}: could not claim a subnet for node "
             f"{claim.node} after {CLAIM_ATTEMPTS} attempts"
         )
+
+    async def _read_holds(self, revision: int) -> tuple[dict[str, str], str | None]:
+        """The held subnets (subnet key name -> the node holding it) and the cluster's
+        next-fit cursor (the subnet key name handed out last), at ``revision``."""
+        kvs, _ = await self._read_prefix(self._plainnet_prefix, "read subnet holds", revision)
+        holds: dict[str, str] = {}
+        cursor = None
+        for kv in kvs:
+            key, value = decode_key(kv.key), kv.value.decode("utf-8", "replace")
+            if key == self._cursor_key:
+                cursor = value
+            elif key.startswith(self._holds_prefix):
+                holds[key[len(self._holds_prefix) :]] = value
+        return holds, cursor
 
     def _find_own(
         self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
@@ -355,18 +399,29 @@ class EtcdDatastore:
         return min(mine, key=lambda r: r.claimed_at, default=None)
 
     def _candidates(
-        self, snapshot: Snapshot, claim: NodeClaim, allocator: NodeSubnetAllocator
+        self,
+        snapshot: Snapshot,
+        holds: dict[str, str],
+        cursor: str | None,
+        claim: NodeClaim,
+        allocator: NodeSubnetAllocator,
     ) -> Any:
-        """Subnet tuples worth trying, best first: the previous subnets, then next free."""
+        """Subnet tuples worth trying, best first: the previous subnets, then the next
+        free ones after the cluster's cursor. A subnet held for another node (its record
+        expired less than a TTL ago: see :meth:`_put`) is not free."""
         for pool in allocator.pools:
             first = pool.subnet_at(0)
             pool.occupy(first)  # Flannel never hands out the first subnet either
-        for record in snapshot.records.values():
-            if isinstance(record, PeerRecord):
-                for subnet in record.subnets:
-                    # outside the network or overlapping: the agent reports it
-                    with contextlib.suppress(IpamError):
-                        allocator.pool_for(subnet).occupy(subnet)
+        taken = [r.subnets for r in snapshot.records.values() if isinstance(r, PeerRecord)]
+        for name, holder in holds.items():
+            if holder != claim.node:
+                with contextlib.suppress(ValueError):
+                    taken.append(fmt.parse_subnet_key(name))
+        for subnets in taken:
+            for subnet in subnets:
+                # outside the network or overlapping: the agent reports it
+                with contextlib.suppress(IpamError):
+                    allocator.pool_for(subnet).occupy(subnet)
         previous = tuple(claim.previous_subnets)
         if previous and {s.version for s in previous} == {p.version for p in allocator.pools}:
             try:
@@ -374,6 +429,9 @@ class EtcdDatastore:
                 yield previous
             except IpamError:
                 pass
+        if cursor is not None:
+            with contextlib.suppress(ValueError, IpamError):
+                allocator.resume_after(fmt.parse_subnet_key(cursor))
         while True:
             try:
                 yield allocator.allocate()
@@ -389,15 +447,25 @@ class EtcdDatastore:
         reuse: bool = False,
         lease_id: int | None = None,
         overwrite_mod: int | None = None,
+        advance_cursor: bool = False,
     ) -> bool:
         """Write this node's record at ``key`` if: ``reuse`` — it is still the record
         created at revision ``expect_mod``; ``overwrite_mod`` — it is still the one last
         changed at that revision (a rewrite this node undoes); else — the key is free.
         ``lease_id``: this node's live lease; by default a fresh one. The lease is this
         node's from before the write, so the watch never takes the node's own write
-        for someone else's."""
+        for someone else's.
+
+        In the same transaction: the subnet's *hold* (a key naming this node, on a
+        second lease of twice the TTL, renewed with the first), so that once the record
+        expires its subnet stays out of the others' reach for one more TTL — a node
+        paused past its TTL that resumes finds it still free; and with
+        ``advance_cursor``, the cluster's next-fit cursor, so the next claim anywhere
+        starts after this subnet and a freed subnet is handed out again only once the
+        never-used ones are gone."""
         if lease_id is None:
             lease_id = (await self._call("grant lease", self.client.lease(self.ttl_seconds))).id
+        hold_lease = await self._hold_lease()
         value = fmt.lease_value(
             claim.node, claim.addresses, claim.backend, claim.backend_data, claim.backend_data_v6
         )
@@ -408,11 +476,21 @@ class EtcdDatastore:
             compare = [transactions.create(key.encode()) == expect_mod]
         else:
             compare = [transactions.version(key.encode()) == 0]
-        put = aetcd.transactions.Put(key.encode(), value.encode(), lease=lease_id)
+        name = key[len(self._subnets_prefix) :]
+        hold_key = self._holds_prefix + name
+        success: list[Any] = [
+            aetcd.transactions.Put(key.encode(), value.encode(), lease=lease_id),
+            aetcd.transactions.Put(hold_key.encode(), claim.node.encode(), lease=hold_lease),
+        ]
+        if advance_cursor:
+            success.append(aetcd.transactions.Put(self._cursor_key.encode(), name.encode()))
+        if self._hold_key is not None and self._hold_key != hold_key:
+            success.append(aetcd.transactions.Delete(self._hold_key.encode()))
         previous, self._lease_id = self._lease_id, lease_id
         try:
             succeeded, _ = await self._call(
-                "claim subnet", self.client.transaction(compare=compare, success=[put], failure=[])
+                "claim subnet",
+                self.client.transaction(compare=compare, success=success, failure=[]),
             )
         except BaseException:
             self._lease_id = previous
@@ -422,10 +500,27 @@ class EtcdDatastore:
             if lease_id != previous:
                 await self._call("revoke lease", self.client.revoke_lease(lease_id))
             return False
+        self._hold_key = hold_key
         if previous is not None and previous != lease_id:
             with contextlib.suppress(CLIENT_ERRORS):
                 await self.client.revoke_lease(previous)
         return True
+
+    async def _hold_lease(self) -> int:
+        """The lease of this node's subnet hold: alive, or granted anew (and the hold
+        put back on it)."""
+        if self._hold_lease_id is not None:
+            reply = await self._call("renew lease", self.client.refresh_lease(self._hold_lease_id))
+            if reply is not None and reply.TTL > 0:
+                return self._hold_lease_id
+        lease = await self._call("grant lease", self.client.lease(2 * self.ttl_seconds))
+        self._hold_lease_id = lease.id
+        if self._hold_key is not None and self._claim is not None:
+            put = self.client.put(
+                self._hold_key.encode(), self._claim.node.encode(), lease=lease.id
+            )
+            await self._call("hold subnet", put)
+        return lease.id
 
     def _own_record(self, key: str, subnets: tuple[IPNetwork, ...], claim: NodeClaim) -> PeerRecord:
         self._own = PeerRecord(
@@ -439,6 +534,21 @@ class EtcdDatastore:
         )
         return self._own
 
+    def _claimed(
+        self, key: str, subnets: tuple[IPNetwork, ...], claim: NodeClaim, snapshot: Snapshot
+    ) -> PeerRecord:
+        """This node's record, and the list the claim read kept for :meth:`claim_snapshot`
+        with the record as now written (the watch from its revision replays the write)."""
+        own = self._own_record(key, subnets, claim)
+        records = dict(snapshot.records)
+        records[key] = replace(own, lease=self._lease_id or 0)
+        self._claim_snapshot = Snapshot(records, snapshot.revision)
+        return own
+
+    def claim_snapshot(self) -> Snapshot | None:
+        snapshot, self._claim_snapshot = self._claim_snapshot, None
+        return snapshot
+
     def own_record_intact(self, record: Record) -> bool:
         return (
             self._own is not None
@@ -450,6 +560,7 @@ class EtcdDatastore:
     async def _lease_alive(self) -> bool:
         if self._lease_id is None:
             return False
+        await self._hold_lease()
         reply = await self._call("renew lease", self.client.refresh_lease(self._lease_id))
         return reply is not None and reply.TTL > 0
 
@@ -458,7 +569,7 @@ class EtcdDatastore:
             raise DatastoreError("renew before claim")
         own = await self._ensure_own()
         if own is not self._own:
-            raise DatastoreError(
+            raise SubnetLost(
                 f"subnet {self._own.key} was taken by another node while "
                 f"this node's lease had expired"
             )

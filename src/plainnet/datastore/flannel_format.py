@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from typing import Any
 
 from plainnet.datastore.records import ClusterNetwork, InvalidRecord, PeerRecord, Record
@@ -162,10 +163,19 @@ def parse_subnet_key(name: str) -> tuple[IPNetwork, ...]:
         raise ValueError(f"{name!r} is not a subnet key")
     subnets: list[IPNetwork] = []
     if match["v4"]:
-        subnets.append(ip_network(f"{match['v4']}/{match['len4']}"))
+        subnets.append(IPv4Network((_ipv4_int(match["v4"]), int(match["len4"]))))
     if match["v6"]:
         subnets.append(ip_network(f"{match['v6']}/{match['len6']}"))
     return tuple(subnets)
+
+
+def _ipv4_int(text: str) -> int:
+    """A dotted quad as an integer, strictly (no leading zeros, four parts): the C
+    parser, ~10x faster than :mod:`ipaddress`'s, on the path every list takes."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        raise ValueError(f"{text!r} is not an IPv4 address") from None
 
 
 def _canonical(name: str, subnets: tuple[IPNetwork, ...]) -> bool:
@@ -228,9 +238,10 @@ def parse_lease(key: str, name: str, value: bytes, claimed_at: int, lease: int =
             if given is not None and not isinstance(given, str):
                 raise ValueError(f"{field} is not a string")
         if public not in (None, "", "0.0.0.0"):
-            address = ip_address(public)
-            if not isinstance(address, IPv4Address):
-                raise ValueError(f"PublicIP {public} is not an IPv4 address")
+            try:
+                address = IPv4Address(_ipv4_int(public))
+            except ValueError:
+                raise ValueError(f"PublicIP {public} is not an IPv4 address") from None
             addresses.append(address)
         public6 = document.get("PublicIPv6")
         if public6:

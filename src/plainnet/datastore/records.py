@@ -110,6 +110,11 @@ class DatastoreError(PlainnetError):
     """The datastore cannot be reached or refused a request."""
 
 
+class SubnetLost(DatastoreError):  # noqa: N818 - a condition, not a failure of ours
+    """This node's lease expired (the node was paused or cut off) and another node holds
+    its subnet now: the node must claim again."""
+
+
 class HistoryCompacted(DatastoreError):  # noqa: N818 - a condition, not a failure of ours
     """The revision to resume from is gone; the watcher must relist."""
 
@@ -145,6 +150,12 @@ class Datastore(Protocol):
         """This node's record was deleted (or expired): put it back, or — where the agent
         cannot write it (a Node object) — wait until it is back. The subnet may differ
         if another node took it meanwhile."""
+        ...
+
+    def claim_snapshot(self) -> Snapshot | None:
+        """The records as the claim read them (with this node's own as it wrote it), once;
+        None where there is none. At 65,536 nodes a list takes most of a second: the
+        agent's first list is then this one, and its watch replays what came after."""
         ...
 
     def own_record_intact(self, record: Record) -> bool:

@@ -89,14 +89,19 @@ class SubnetPool:
 
     def index_of(self, subnet: IPNetwork) -> int:
         """The index of ``subnet``; refuses anything that is not exactly one node subnet."""
-        if subnet.version != self.cluster.version or not subnet.subnet_of(self.cluster):  # type: ignore[arg-type]
+        start = int(subnet.network_address)
+        if (
+            subnet.version != self.cluster.version
+            or subnet.prefixlen < self.cluster.prefixlen
+            or not self._base <= start < self._base + (self.size << self._host_bits)
+        ):
             raise SubnetOutOfRangeError(f"subnet {subnet} is outside cluster CIDR {self.cluster}")
         if subnet.prefixlen != self.node_prefix:
             raise SubnetOutOfRangeError(
                 f"subnet {subnet} does not match the node mask /{self.node_prefix} "
                 f"of cluster CIDR {self.cluster}"
             )
-        return (int(subnet.network_address) - self._base) >> self._host_bits
+        return (start - self._base) >> self._host_bits
 
     def is_allocated(self, subnet: IPNetwork) -> bool:
         return self.index_of(subnet) in self._allocated
@@ -131,6 +136,10 @@ class SubnetPool:
         if index not in self._allocated:
             raise SubnetConflictError(f"subnet {subnet} is not allocated, cannot release it")
         self._allocated.remove(index)
+
+    def resume_after(self, subnet: IPNetwork) -> None:
+        """Continue the next-fit search after ``subnet`` (handed out last elsewhere)."""
+        self._next_candidate = (self.index_of(subnet) + 1) % self.size
 
     def allocated(self) -> Iterator[IPNetwork]:
         """The allocated subnets, in address order."""
@@ -195,6 +204,11 @@ class NodeSubnetAllocator:
             )
         for subnet in subnets:
             self.pool_for(subnet).occupy(subnet)
+
+    def resume_after(self, subnets: Iterable[IPNetwork]) -> None:
+        """Continue each family's next-fit search after its subnet in ``subnets``."""
+        for subnet in subnets:
+            self.pool_for(subnet).resume_after(subnet)
 
     def release(self, subnets: Iterable[IPNetwork]) -> None:
         subnets = list(subnets)

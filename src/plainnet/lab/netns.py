@@ -23,12 +23,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyroute2.config
 from pyroute2 import netns as pyroute2_netns
 
 from plainnet.errors import PlainnetError
 from plainnet.namespaces import setns, thread_in_namespace
 
 NETNS_DIR = Path("/run/netns")
+
+# pyroute2 makes a namespace in a helper process and gives it 2 s to answer: on a
+# loaded 2-core machine (a namespace with 65,536 routes being freed) that is too short.
+pyroute2.config.default_communicate_timeout = 30
 
 
 def path_of(name: str) -> Path:
