@@ -11,7 +11,6 @@ from ipaddress import ip_address
 
 import pytest
 from tests.helpers.cluster_checks import (
-    SUBNETS,
     agent_cleanup,
     device_exists,
     etcd_tool,
@@ -27,6 +26,8 @@ from tests.helpers.cluster_checks import (
     wait_until,
 )
 
+from plainnet.agent.backends.vxlan import DEVICE_NAME as DEVICE
+from plainnet.agent.backends.vxlan import DEVICE_NAME_V6 as DEVICE_V6
 from plainnet.agent.backends.vxlan import derived_mac
 from plainnet.lab.reachability import probe_pods
 
@@ -49,19 +50,26 @@ def device_mtu(cluster, node):
 def test_every_pod_reaches_every_pod_across_segments(cluster_factory, lab_name, backend):
     cluster = two_segment_cluster(cluster_factory, lab_name, backend)
     probes = probe_pods(cluster.pods)
-    assert len(probes) == 4 * 3 * 2  # dual-stack pods, IPv4 underlay
+    assert len(probes) == 4 * 3 * 2  # dual-stack pods, dual underlay
     assert [p for p in probes if not p.ok] == []
     for probe in probes:  # no NAT on the way: the target saw the source pod's address
         source = next(p for p in cluster.pods if p.name == probe.source)
         assert probe.seen_from in {str(a) for a in source.addresses}
-    # node1's peers' VTEPs: MAC derived from the node address, frames sent to that address
+    # node1's peers' VTEPs, one per family as with Flannel's dual stack: on plainnet.vxlan
+    # the MAC derived from the IPv4 node address, frames sent there; on plainnet.vxlan6
+    # the same for IPv6
     peers = [n for n in cluster.nodes if n != "node1"]
     encapsulated = peers if backend == "vxlan" else [n for n in peers if n != SAME_SEGMENT]
-    expected = {
-        derived_mac(cluster.lab.host(n).ipv4): {str(cluster.lab.host(n).ipv4)} for n in encapsulated
-    }
-    assert fdb(cluster, "node1") == expected
-    assert len(neighbours(cluster, "node1")) == 2 * len(encapsulated)
+    for device, family in ((DEVICE, "ipv4"), (DEVICE_V6, "ipv6")):
+        expected = {
+            derived_mac(getattr(cluster.lab.host(n), family)): {
+                str(getattr(cluster.lab.host(n), family))
+            }
+            for n in encapsulated
+        }
+        assert fdb(cluster, "node1", device) == expected
+        assert len(neighbours(cluster, "node1", device)) == len(encapsulated)
+    assert link(cluster, "node1", DEVICE_V6)["mtu"] == 1500 - 70
 
 
 def test_host_gw_refuses_cross_segment_peers_and_keeps_its_segment(cluster_factory, lab_name):
@@ -92,10 +100,11 @@ def test_auto_routes_directly_within_a_segment_and_encapsulates_across(cluster_f
     for target_node, encapsulated in ((SAME_SEGMENT, False), (OTHER_SEGMENT, True)):
         target = pod_on(cluster, target_node)
         for address in target.addresses:
-            before = tx_packets(cluster, "node1")
+            device = DEVICE if address.version == 4 else DEVICE_V6  # Flannel's layout
+            before = tx_packets(cluster, "node1", device)
             uplink_before = tx_packets(cluster, "node1", "eth0")
             assert ping(cluster, source, address, "-c", "20")
-            sent = tx_packets(cluster, "node1") - before
+            sent = tx_packets(cluster, "node1", device) - before
             if encapsulated:
                 assert sent >= 20, f"{address}: only {sent} packets through VXLAN"
             else:
@@ -106,10 +115,11 @@ def test_auto_routes_directly_within_a_segment_and_encapsulates_across(cluster_f
 def test_large_unfragmentable_packets_pass_pod_to_pod(cluster_factory, lab_name):
     cluster = two_segment_cluster(cluster_factory, lab_name, "vxlan", nodes=2)
     source, target = pod_on(cluster, "node1"), pod_on(cluster, "node2")
-    mtu = device_mtu(cluster, "node1")
-    assert mtu == 1500 - 50
+    assert device_mtu(cluster, "node1") == 1500 - 50  # each device: its underlay's
+    assert link(cluster, "node1", DEVICE_V6)["mtu"] == 1500 - 70
+    mtu = 1500 - 70
     state = json.loads((cluster.run_dir("node1") / "subnet.json").read_text())
-    assert state["mtu"] == mtu  # pods get the MTU that fits once encapsulated
+    assert state["mtu"] == mtu  # pods: what fits once encapsulated, in either family
     for address in target.addresses:
         headers = 28 if address.version == 4 else 48
         # a full-size pod packet, Don't Fragment: it must arrive whole
@@ -120,8 +130,11 @@ def test_large_unfragmentable_packets_pass_pod_to_pod(cluster_factory, lab_name)
 
 
 def test_ipv6_underlay(cluster_factory, lab_name):
+    """Nodes with IPv6 addresses only: one device on the IPv6 underlay carries the pods
+    of both families (the single-underlay mode)."""
     cluster = two_segment_cluster(cluster_factory, lab_name, "vxlan", nodes=3, underlay=6)
     assert [p for p in probe_pods(cluster.pods) if not p.ok] == []
+    assert not device_exists(cluster, "node1", DEVICE_V6)
     destinations = {d for dsts in fdb(cluster, "node1").values() for d in dsts}
     assert destinations == {str(cluster.lab.host(n).ipv6) for n in ("node2", "node3")}
     assert device_mtu(cluster, "node1") == 1500 - 70
@@ -132,10 +145,12 @@ def test_peer_address_change_and_departure_are_followed(cluster_factory, lab_nam
     node3 = cluster.lab.host("node3")
     mac = derived_mac(node3.ipv4)
     assert fdb(cluster, "node1")[mac] == {str(node3.ipv4)}
-    # node3 moves to a second address on its segment; its lease says so
+    # node3 moves to a second address on its segment; its lease says so (written here
+    # with node3's agent stopped: a running agent would undo a rewrite of its record)
     new_address = "10.250.1.50"
     cluster.lab.run("node3", ["ip", "addr", "add", f"{new_address}/24", "dev", "eth0"], check=True)
     key = lease_key(cluster, "node3")
+    cluster.stop_agent("node3")
     lease = json.loads(etcd_tool(cluster, "get", key))
     etcd_tool(cluster, "put", key, json.dumps(lease | {"PublicIP": new_address}))
     for node in ("node1", "node2"):
@@ -146,7 +161,6 @@ def test_peer_address_change_and_departure_are_followed(cluster_factory, lab_nam
         )
     assert ping(cluster, pod_on(cluster, "node2"), pod_on(cluster, "node3").addresses[0])
     # node3 leaves: its FDB and neighbour entries and its routes go everywhere
-    cluster.stop_agent("node3")
     etcd_tool(cluster, "delete", key)
     subnet = subnet_of(cluster, "node3")
     for node in ("node1", "node2"):
@@ -293,52 +307,64 @@ def test_cleanup_removes_the_vxlan_device(cluster_factory, lab_name):
 
 def test_a_flannel_vxlan_node_interoperates(cluster_factory, lab_name):
     """flanneld is not packaged for Debian 12 and cannot be fetched here, so node3 plays a
-    Flannel vxlan node: a ``flannel.1`` device with a MAC of its own (not plainnet's
-    derived one), the lease JSON flanneld writes (``BackendData: {VNI, VtepMAC}``) and
-    the neighbour, FDB and onlink route entries flanneld adds for each plainnet lease."""
-    cluster = two_segment_cluster(
-        cluster_factory, lab_name, "vxlan", nodes=3, cluster_cidrs=["10.244.0.0/16"]
-    )
-    flannel_subnet = subnet_of(cluster, "node3")
+    dual-stack Flannel v0.20 vxlan node as ``pkg/backend/vxlan`` sets one up: ``flannel.1``
+    on the IPv4 underlay and ``flannel-v6.1`` on the IPv6 underlay, each with a MAC of
+    its own (not plainnet's derived ones) and its subnet's network address (/32, /128);
+    the lease JSON flanneld writes (``PublicIP``, ``PublicIPv6``, ``BackendData`` and
+    ``BackendV6Data``, each ``{VNI, VtepMAC}``); and for each plainnet lease the
+    neighbour, FDB and onlink route entries flanneld adds, per family on its device —
+    read from plainnet's ``BackendData``/``BackendV6Data`` as flanneld reads them."""
+    cluster = two_segment_cluster(cluster_factory, lab_name, "vxlan", nodes=3)
+    key = lease_key(cluster, "node3")
+    flannel_subnets = {v: subnet_of(cluster, "node3", v) for v in (4, 6)}
     cluster.stop_agent("node3")
-    etcd_tool(cluster, "delete", lease_key(cluster, "node3"))
+    etcd_tool(cluster, "delete", key)
     assert agent_cleanup(cluster, "node3").returncode == 0
-    node3_ip, flannel_mac = str(cluster.lab.host("node3").ipv4), "aa:bb:cc:00:00:03"
-    vtep = flannel_subnet.split("/")[0]
+    host = cluster.lab.host("node3")
+    node3_ip = {4: str(host.ipv4), 6: str(host.ipv6)}
+    flannel_mac = {4: "aa:bb:cc:00:00:03", 6: "aa:bb:cc:00:06:03"}
+    flannel_device = {4: "flannel.1", 6: "flannel-v6.1"}
 
     def on_node3(*command):
         cluster.lab.run("node3", list(command), check=True)
 
-    on_node3(
-        "ip", "link", "add", "flannel.1", "address", flannel_mac, "mtu", "1450", "type",
-        "vxlan", "id", "1", "local", node3_ip, "dev", "eth0", "dstport", "8472", "nolearning",
-    )  # fmt: skip
-    on_node3("ip", "addr", "add", f"{vtep}/32", "dev", "flannel.1")
-    on_node3("ip", "link", "set", "flannel.1", "up")
+    for v in (4, 6):
+        name, vtep = flannel_device[v], flannel_subnets[v].split("/")[0]
+        on_node3(
+            "ip", "link", "add", name, "address", flannel_mac[v], "mtu", "1430", "type",
+            "vxlan", "id", "1", "local", node3_ip[v], "dev", "eth0", "dstport", "8472",
+            "nolearning",
+        )  # fmt: skip
+        on_node3("ip", "addr", "add", f"{vtep}/{32 if v == 4 else 128}", "dev", name)
+        on_node3("ip", "link", "set", name, "up")
     lease = {
-        "PublicIP": node3_ip,
-        "PublicIPv6": None,
+        "PublicIP": node3_ip[4],
+        "PublicIPv6": node3_ip[6],
         "BackendType": "vxlan",
-        "BackendData": {"VNI": 1, "VtepMAC": flannel_mac},
+        "BackendData": {"VNI": 1, "VtepMAC": flannel_mac[4]},
+        "BackendV6Data": {"VNI": 1, "VtepMAC": flannel_mac[6]},
     }
-    etcd_tool(cluster, "put", SUBNETS + flannel_subnet.replace("/", "-"), json.dumps(lease))
+    etcd_tool(cluster, "put", key, json.dumps(lease))
     for node in ("node1", "node2"):  # what flanneld adds on node3 from plainnet's leases
         published = json.loads(etcd_tool(cluster, "get", lease_key(cluster, node)))
-        mac, subnet = published["BackendData"]["VtepMAC"], subnet_of(cluster, node)
-        gateway = subnet.split("/")[0]
-        on_node3(
-            "ip", "neigh", "add", gateway, "lladdr", mac, "dev", "flannel.1", "nud", "permanent"
-        )
-        on_node3("bridge", "fdb", "add", mac, "dev", "flannel.1", "dst", published["PublicIP"])
-        on_node3("ip", "route", "add", subnet, "via", gateway, "dev", "flannel.1", "onlink")
+        for v, data, public in ((4, "BackendData", "PublicIP"), (6, "BackendV6Data", "PublicIPv6")):
+            assert published[data]["VNI"] == 1 and published[public], published
+            mac, subnet = published[data]["VtepMAC"], subnet_of(cluster, node, v)
+            gateway, name = subnet.split("/")[0], flannel_device[v]
+            on_node3("ip", "neigh", "add", gateway, "lladdr", mac, "dev", name, "nud", "permanent")
+            on_node3("bridge", "fdb", "add", mac, "dev", name, "dst", published[public])
+            on_node3("ip", "route", "add", subnet, "via", gateway, "dev", name, "onlink")
     for node in ("node1", "node2"):
-        wait_until(
-            lambda n=node: fdb(cluster, n).get(flannel_mac) == {node3_ip},
-            5,
-            what=f"{node} to use the Flannel node's published VTEP MAC",
-        )
+        for v, device in ((4, DEVICE), (6, DEVICE_V6)):
+            wait_until(
+                lambda n=node, v=v, d=device: (
+                    fdb(cluster, n, d).get(flannel_mac[v]) == {node3_ip[v]}
+                ),
+                5,
+                what=f"{node} to use the Flannel node's IPv{v} VTEP on {device}",
+            )
     probes = probe_pods(cluster.pods)
-    assert len(probes) == 6 and [p for p in probes if not p.ok] == []
+    assert len(probes) == 3 * 2 * 2 and [p for p in probes if not p.ok] == []
 
 
 def test_auto_redecides_when_this_nodes_networks_change(cluster_factory, lab_name):

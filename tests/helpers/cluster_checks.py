@@ -80,28 +80,28 @@ def _lines(cluster, node, command):
     return result.stdout.splitlines() if result.returncode == 0 else []
 
 
-def fdb(cluster, node):
+def fdb(cluster, node, device=DEVICE):
     """The VXLAN device's permanent FDB entries as ``bridge`` shows them: MAC -> dsts."""
     found = {}
-    for line in _lines(cluster, node, ["bridge", "fdb", "show", "dev", DEVICE]):
+    for line in _lines(cluster, node, ["bridge", "fdb", "show", "dev", device]):
         words = line.split()
         if "permanent" in words and "dst" in words:
             found.setdefault(words[0], set()).add(words[words.index("dst") + 1])
     return found
 
 
-def neighbours(cluster, node):
+def neighbours(cluster, node, device=DEVICE):
     """The VXLAN device's permanent neighbours as ``ip neigh`` shows them: IP -> MAC."""
     found = {}
-    for line in _lines(cluster, node, ["ip", "neigh", "show", "dev", DEVICE, "nud", "permanent"]):
+    for line in _lines(cluster, node, ["ip", "neigh", "show", "dev", device, "nud", "permanent"]):
         words = line.split()
         if "lladdr" in words:
             found[words[0]] = words[words.index("lladdr") + 1]
     return found
 
 
-def device_exists(cluster, node):
-    return bool(_lines(cluster, node, ["ip", "link", "show", "dev", DEVICE]))
+def device_exists(cluster, node, device=DEVICE):
+    return bool(_lines(cluster, node, ["ip", "link", "show", "dev", device]))
 
 
 def link(cluster, node, device=DEVICE):

@@ -105,9 +105,7 @@ def test_a_node_with_an_ipv6_underlay_publishes_where_flanneld_looks():
     uplink = LOCAL[1]
     node = NodeIdentity("n", (ip_address("fd00:250:1::2"),), uplink, 1500)
     published = backend.published_data(node)
-    lease = json.loads(
-        fmt.lease_value("n", node.addresses, "vxlan", published.v4, published.v6)
-    )
+    lease = json.loads(fmt.lease_value("n", node.addresses, "vxlan", published.v4, published.v6))
     assert "BackendData" not in lease
     assert lease["BackendV6Data"]["VtepMAC"] == vxlan.derived_mac(node.addresses[0])
 
@@ -200,3 +198,45 @@ def test_flannel_config_carries_vxlan_settings(backend):
     assert (config.backend, config.backend_options) == (backend, {"vni": 42, "port": 4789})
     # flanneld reads the same document: vxlan, with DirectRouting for auto
     assert '"Type": "vxlan"' in text and ('"DirectRouting": true' in text) == (backend == "auto")
+
+
+def test_a_dual_underlay_node_matches_flannels_dual_stack_layout():
+    """Flannel v0.20 dual stack: IPv4 pods over flannel.1 on the IPv4 underlay, IPv6 pods
+    over flannel-v6.1 on the IPv6 underlay, one VTEP each in the lease. plainnet used to
+    publish no BackendV6Data (flanneld then ignored the whole lease) and to send IPv6
+    pod traffic over the IPv4 underlay to flannel.1's MAC."""
+    backend = vxlan.VxlanBackend()
+    v4, v6 = ip_address("10.250.1.2"), ip_address("fd00:250:1::2")
+    subnets = (ip_network("10.244.1.0/24"), ip_network("fd00:10:244:1::/64"))
+    node = NodeIdentity("n", (v4, v6), LOCAL[0], 1500, subnets)
+    published = backend.published_data(node)
+    lease = json.loads(fmt.lease_value("n", node.addresses, "vxlan", published.v4, published.v6))
+    assert lease["PublicIPv6"] == str(v6)
+    assert lease["BackendData"] == {"VNI": 1, "VtepMAC": vxlan.derived_mac(v4)}
+    assert lease["BackendV6Data"] == {"VNI": 1, "VtepMAC": vxlan.derived_mac(v6)}
+    assert backend.pod_mtu(node) == 1500 - 70  # the narrower encapsulation fits both
+    # a dual-stack Flannel peer: each family over its own device, to its own VTEP
+    links = vxlan.VxlanLinks(7, 4, vxlan.derived_mac(v4), 8, vxlan.derived_mac(v6))
+    value = json.dumps(
+        {
+            "PublicIP": "10.250.2.4",
+            "PublicIPv6": "fd00:250:2::4",
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": "aa:00:00:00:00:04"},
+            "BackendV6Data": {"VNI": 1, "VtepMAC": "aa:00:00:00:06:04"},
+        }
+    )
+    record = fmt.parse_lease("k", "10.244.4.0-24&fd00:10:244:4::-64", value.encode(), 1)
+    state = backend.peer_state(record, LOCAL, links)
+    by_family = {route.destination.version: route for route in state.routes.values()}
+    assert by_family[4].ifindex == 7 and by_family[4].gateway == ip_address("10.244.4.0")
+    assert by_family[6].ifindex == 8 and by_family[6].gateway.is_link_local
+    assert dict(state.fdb) == {
+        (7, "aa:00:00:00:00:04"): ip_address("10.250.2.4"),
+        (8, "aa:00:00:00:06:04"): ip_address("fd00:250:2::4"),
+    }
+    # a peer with an IPv4 address only (single underlay) still gets its IPv6 pods over
+    # the IPv4 device, to its one VTEP
+    single = peer("p", "10.250.2.5", index=5)
+    routes = backend.peer_state(single, LOCAL, links).routes
+    assert {route.ifindex for route in routes.values()} == {7}

@@ -87,10 +87,11 @@ def lab() -> None:
 @backend_option
 @click.option(
     "--underlay",
-    type=click.Choice(["ipv4", "ipv6"]),
-    default="ipv4",
+    type=click.Choice(["dual", "ipv4", "ipv6"]),
+    default="dual",
     show_default=True,
-    help="With --nodes: the node address family VXLAN travels in.",
+    help="With --nodes: the node address families VXLAN travels in (dual: IPv4 pods over "
+    "IPv4 and IPv6 pods over IPv6, as Flannel does; ipv4/ipv6: every pod over that one).",
 )
 def up(
     name: str,
@@ -122,7 +123,7 @@ def up(
                 allocator=allocator,
                 topology=topology,
                 backend=backend,
-                underlay=6 if underlay == "ipv6" else 4,
+                underlay={"dual": 0, "ipv4": 4, "ipv6": 6}[underlay],
             )
         ).up(timeout=120)
         _print_status(cluster.lab)

@@ -61,8 +61,9 @@ class ClusterSpec:
     #: "single-segment" (all nodes on one L2 segment) or "two-segments" (nodes alternate
     #: between two segments joined by a router that knows nothing of pod subnets).
     topology: str = "single-segment"
-    #: The node address family listed first (--node-ip): the VXLAN underlay's.
-    underlay: int = 4
+    #: The node's address families (--node-ip): 0 — every one its host has (IPv4
+    #: first); 4 or 6 — that family's only (a single-underlay VXLAN node).
+    underlay: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,9 @@ class LabCluster:
 
     def agent_command(self, node: str) -> list[str]:
         host = self.lab.host(node)
-        addresses = sorted(host.addresses(), key=lambda a: a.version != self.spec.underlay)
+        addresses = sorted(host.addresses(), key=lambda a: a.version)
+        if self.spec.underlay:
+            addresses = [a for a in addresses if a.version == self.spec.underlay]
         node_ips = [arg for a in addresses for arg in ("--node-ip", str(a))]
         if self.spec.datastore == "kubernetes":
             datastore = [
