@@ -4,6 +4,7 @@ Kernel state is read back with iproute2 (an oracle independent of the agent's ow
 netlink code); connectivity is proven with packets.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -400,20 +401,41 @@ def test_a_rewrite_of_a_nodes_own_record_is_undone(cluster_factory, lab_name):
     wait_until(lambda: subnet not in cluster.node_routes("node1"), 30, what="lease expiry")
 
 
+@contextlib.contextmanager
+def paused_past_expiry(cluster, node, key):
+    """``node``'s agent stopped (SIGSTOP) until its record ``key`` has expired, and
+    for the ``with`` body; resumed after."""
+    agent = cluster.agents[node]
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: etcd_tool(cluster, "get", key).strip() == "", 15, what="expiry")
+        yield
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+
+
+def test_a_node_resumed_after_its_lease_expired_puts_its_record_back(cluster_factory, lab_name):
+    """Paused past its TTL, node2's record expires; no one may take the subnet for one
+    more TTL (its hold), so node2 resumes into the same subnet and routes return."""
+    cluster = cluster_factory(lab_name, nodes=2, pods_per_node=1, lease_ttl=5)
+    key, subnet = lease_key(cluster, "node2"), subnet_of(cluster, "node2")
+    with paused_past_expiry(cluster, "node2", key):
+        wait_until(lambda: subnet not in cluster.node_routes("node1"), 10, what="route gone")
+    wait_until(lambda: etcd_tool(cluster, "get", key).strip() != "", 15, what="record back")
+    wait_until(lambda: subnet in cluster.node_routes("node1"), 10, what="route back")
+    assert "lost its subnet" not in cluster.agent_log("node2")
+    assert all(p.ok for p in probe_pods(cluster.pods))
+
+
 def test_a_node_resumed_after_its_subnet_was_taken_claims_again_loudly(cluster_factory, lab_name):
     """node2 is paused past its lease TTL; meanwhile another node (here a Flannel node,
     which knows nothing of plainnet's holds) takes node2's subnet. Both used to hold
     pods in one subnet, silently."""
     cluster = cluster_factory(lab_name, nodes=3, pods_per_node=1, lease_ttl=5)
     key, lost = lease_key(cluster, "node2"), subnet_of(cluster, "node2")
-    agent = cluster.agents["node2"]
-    os.kill(agent.pid, signal.SIGSTOP)
-    try:
-        wait_until(lambda: etcd_tool(cluster, "get", key).strip() == "", 15, what="expiry")
+    with paused_past_expiry(cluster, "node2", key):
         taker = {"PublicIP": "10.250.0.99", "BackendType": "host-gw"}
         etcd_tool(cluster, "put", key, json.dumps(taker))
-    finally:
-        os.kill(agent.pid, signal.SIGCONT)
     wait_until(lambda: "lost its subnet" in cluster.agent_log("node2"), 15, what="the loss")
     state = cluster.wait_for_node_state("node2", time.monotonic() + 10)
     assert lost not in {str(s) for s in state.subnets}

@@ -218,6 +218,25 @@ def test_a_resync_reads_the_kernel_again(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_resync_rebuilds_the_view_from_the_records(tmp_path):
+    """A wrong entry an incremental update left in the view (a VTEP MAC re-pointed by a
+    hostile record) used to survive every resync until a restart."""
+
+    async def scenario():
+        agent, store, kernel = make(tmp_path, resync_seconds=3600)
+        store.records["k2"] = peer(2)
+        async with running(agent):
+            await eventually(lambda: "10.244.2.0/24" in kernel.destinations, what="route")
+            damaged = agent.reconciler.view
+            damaged.desired.clear()  # what a wrong update could leave behind
+            agent.dirty.mark("resync")
+            await eventually(lambda: agent.reconciler.view is not damaged, what="a rebuild")
+            assert "10.244.2.0/24" in map(str, agent.reconciler.view.desired)
+            assert "10.244.2.0/24" in kernel.destinations
+
+    asyncio.run(scenario())
+
+
 def test_the_pod_bridge_is_never_taken_for_the_node_interface():
     """A restarted agent on a node with pods stopped with "cannot tell which address is
     this node's: interfaces cbr0, eth0 have addresses"."""

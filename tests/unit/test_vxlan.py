@@ -41,6 +41,23 @@ def peer(key, address, address6=None, index=2, backend_data=None, backend="vxlan
     )
 
 
+#: A dual-stack flanneld node's lease: one VTEP per underlay family.
+FLANNEL_DUAL_STACK_PEER = fmt.parse_lease(
+    "k",
+    "10.244.4.0-24&fd00:10:244:4::-64",
+    json.dumps(
+        {
+            "PublicIP": "10.250.2.4",
+            "PublicIPv6": "fd00:250:2::4",
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": "aa:00:00:00:00:04"},
+            "BackendV6Data": {"VNI": 1, "VtepMAC": "aa:00:00:00:06:04"},
+        }
+    ).encode(),
+    1,
+)
+
+
 def entries_of(peers, routing):
     """The VXLAN entries the agent's peer view wants for ``peers``."""
     view = PeerView(OWN, CLUSTER, routing)
@@ -85,17 +102,7 @@ def test_a_flannel_nodes_published_mac_is_used():
 
 def test_an_ipv6_underlay_uses_flannels_backend_v6_data():
     v6 = context("vxlan", LOCAL, underlay=6)
-    # a dual-stack flanneld node: one VTEP per underlay family
-    value = json.dumps(
-        {
-            "PublicIP": "10.250.2.4",
-            "PublicIPv6": "fd00:250:2::4",
-            "BackendType": "vxlan",
-            "BackendData": {"VNI": 1, "VtepMAC": "aa:00:00:00:00:04"},
-            "BackendV6Data": {"VNI": 1, "VtepMAC": "aa:00:00:00:06:04"},
-        }
-    )
-    record = fmt.parse_lease("k", "10.244.4.0-24&fd00:10:244:4::-64", value.encode(), 1)
+    record = FLANNEL_DUAL_STACK_PEER
     assert fdb_of([record], v6) == {"aa:00:00:00:06:04": {ip_address("fd00:250:2::4")}}
     assert set(fdb_of([record], VXLAN)) == {"aa:00:00:00:00:04"}
 
@@ -217,16 +224,7 @@ def test_a_dual_underlay_node_matches_flannels_dual_stack_layout():
     assert backend.pod_mtu(node) == 1500 - 70  # the narrower encapsulation fits both
     # a dual-stack Flannel peer: each family over its own device, to its own VTEP
     links = vxlan.VxlanLinks(7, 4, vxlan.derived_mac(v4), 8, vxlan.derived_mac(v6))
-    value = json.dumps(
-        {
-            "PublicIP": "10.250.2.4",
-            "PublicIPv6": "fd00:250:2::4",
-            "BackendType": "vxlan",
-            "BackendData": {"VNI": 1, "VtepMAC": "aa:00:00:00:00:04"},
-            "BackendV6Data": {"VNI": 1, "VtepMAC": "aa:00:00:00:06:04"},
-        }
-    )
-    record = fmt.parse_lease("k", "10.244.4.0-24&fd00:10:244:4::-64", value.encode(), 1)
+    record = FLANNEL_DUAL_STACK_PEER
     state = backend.peer_state(record, LOCAL, links)
     by_family = {route.destination.version: route for route in state.routes.values()}
     assert by_family[4].ifindex == 7 and by_family[4].gateway == ip_address("10.244.4.0")

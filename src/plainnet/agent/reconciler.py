@@ -220,7 +220,10 @@ class Reconciler:
         started = time.perf_counter()
         self._awaited = 0.0
         if "resync" in triggers:
+            # A resync trusts nothing derived: the kernel is read again and the view is
+            # rebuilt from the records, so no entry an update got wrong can outlive it.
             self.snapshot.invalidate()
+            self.view = None
         fresh = self.snapshot.state is None
         if fresh:
             generation = self.snapshot.generation
