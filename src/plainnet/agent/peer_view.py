@@ -36,8 +36,15 @@ from plainnet.agent.kernel_model import (
     LinkEntries,
     NeighbourKey,
     NexthopKey,
+    PeerState,
 )
-from plainnet.agent.validation import Refusal, check_record, identities, validate_peers
+from plainnet.agent.validation import (
+    RecordVerdict,
+    Refusal,
+    check_record,
+    identities,
+    validate_peers,
+)
 from plainnet.datastore.records import PeerRecord, Record
 from plainnet.ipam.types import IPNetwork
 
@@ -112,11 +119,33 @@ class PeerView:
         #: when several do (rare: a duplicate); keyed by the value alone (an address as
         #: (version, int), a MAC as text: the kinds cannot collide).
         self._holders: dict[object, str | set[str]] = {}
+        #: Per-record results for the next rebuild: validation's, and key -> (record,
+        #: its peer state) of the accepted ones.
+        self.verdicts: dict[str, RecordVerdict] = {}
+        self._states: dict[str, tuple[PeerRecord, PeerState]] = {}
 
-    def rebuild(self, records: Mapping[str, Record]) -> None:
-        validation = validate_peers(
-            records, self.own, self.cluster_cidrs, self.context, self.node_prefixes
+    def rebuild(self, records: Mapping[str, Record], previous: PeerView | None = None) -> None:
+        """Everything anew from ``records``. ``previous``: a view of the same own record,
+        cluster and context whose per-record results — checks and peer state, pure
+        functions of an unchanged record object — are taken over; every relation between
+        records (overlaps, duplicates, reference counts, entries) is computed afresh."""
+        reuse = (
+            previous is not None
+            and previous.own is self.own
+            and previous.context is self.context
+            and previous.cluster_cidrs is self.cluster_cidrs
+            and previous.node_prefixes is self.node_prefixes
         )
+        validation = validate_peers(
+            records,
+            self.own,
+            self.cluster_cidrs,
+            self.context,
+            self.node_prefixes,
+            previous.verdicts if reuse and previous else None,
+        )
+        self.verdicts = validation.verdicts
+        known_states = previous._states if reuse and previous else {}
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
         losers = {r.key for r in validation.refusals if r.reason in COUPLED}
@@ -141,8 +170,10 @@ class PeerView:
         self.nexthop_refs = Counter()
         self.entries = LinkEntries()
         self._entry_refs = Counter()
+        self._states = {}
         for key, record in self.accepted.items():
-            self._add(key, record)
+            cached = known_states.get(key)
+            self._add(key, record, cached[1] if cached and cached[0] is record else None)
         self.touched_entries = None
 
     def update(self, records: Mapping[str, Record], keys: Iterable[str]) -> set[IPNetwork] | None:
@@ -255,6 +286,7 @@ class PeerView:
             for version, start, end in _spans_of(old):
                 self._spans[version].remove(start, end, key)
             self._release(key, old)
+        self._states.pop(key, None)
         routes = self._routes_by_key.pop(key, None)
         if routes is None:
             return set()
@@ -274,9 +306,13 @@ class PeerView:
             self._drop_entries(state.fdb, self.entries.fdb, 1)
         return set(routes)
 
-    def _add(self, key: str, record: PeerRecord) -> set[IPNetwork]:
+    def _add(
+        self, key: str, record: PeerRecord, state: PeerState | None = None
+    ) -> set[IPNetwork]:
         context = self.context
-        state = context.backend.peer_state(record, context.local, context.links)
+        if state is None:
+            state = context.backend.peer_state(record, context.local, context.links)
+        self._states[key] = (record, state)
         self._routes_by_key[key] = state.routes
         for destination, route in state.routes.items():
             self.desired[destination] = route

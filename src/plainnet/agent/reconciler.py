@@ -222,8 +222,11 @@ class Reconciler:
         if "resync" in triggers:
             # A resync trusts nothing derived: the kernel is read again and the view is
             # rebuilt from the records, so no entry an update got wrong can outlive it.
+            # (The rebuild takes over each unchanged record's own pure results.)
             self.snapshot.invalidate()
-            self.view = None
+            previous, self.view = self.view, None
+        else:
+            previous = None
         fresh = self.snapshot.state is None
         if fresh:
             generation = self.snapshot.generation
@@ -239,7 +242,7 @@ class Reconciler:
             # A rebuild (~10 µs a peer) runs on the worker thread, from a copy of the
             # records: the loop keeps reading events while it computes.
             epoch = self._epoch
-            view = await self._on_worker(self._rebuild, context, dict(records))
+            view = await self._on_worker(self._rebuild, context, dict(records), previous)
             if epoch == self._epoch:  # not adopted or forgotten meanwhile
                 self.view = view
         if touched is None or changed:
@@ -276,7 +279,9 @@ class Reconciler:
         self.metrics.reconcile_loop_seconds.observe(max(elapsed - self._awaited, 0.0))
         if not refused:
             self.retry_backoff.reset()
-        if touched is None:  # a full pass: the old view and its garbage are gone
+        if touched is None and previous is None:
+            # a full pass from scratch: the old view, the list and their garbage are gone
+            # (a resync's rebuild keeps the per-record results: little is freed)
             release_free_memory()
         return refused
 
@@ -335,9 +340,14 @@ class Reconciler:
             return None, None
         return view, touched
 
-    def _rebuild(self, context: RoutingContext, records: Mapping[str, Record]) -> PeerView:
+    def _rebuild(
+        self,
+        context: RoutingContext,
+        records: Mapping[str, Record],
+        previous: PeerView | None = None,
+    ) -> PeerView:
         view = PeerView(self.own, self.cluster_cidrs, context, self.node_prefixes)
-        view.rebuild(records)
+        view.rebuild(records, previous)
         return view
 
     @staticmethod

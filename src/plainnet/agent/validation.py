@@ -77,6 +77,14 @@ class Validation:
     refusals: list[Refusal]
     #: The identities of every record that reached the duplicate check, by key.
     identities: dict[str, list[tuple[str, object]]] = field(default_factory=dict)
+    #: Per-record results, for the next rebuild (:func:`validate_peers`).
+    verdicts: dict[str, RecordVerdict] = field(default_factory=dict)
+
+
+#: What validation found out about one record object, kept between rebuilds: the record
+#: (compared by identity: records are immutable and an unchanged one stays the same
+#: object), its refusal or None, and its identities.
+RecordVerdict = tuple[Record, "Refusal | None", "list[tuple[str, object]] | None"]
 
 
 def validate_peers(
@@ -85,21 +93,35 @@ def validate_peers(
     cluster_cidrs: list[IPNetwork],
     context: RoutingContext,
     node_prefixes: Mapping[int, int] | None = None,
+    verdicts: Mapping[str, RecordVerdict] | None = None,
 ) -> Validation:
+    """Every record checked on its own, then overlaps and duplicates resolved among all.
+    ``verdicts``: a previous validation's per-record results under the same own record,
+    cluster and context; a record that is still the same object is not checked again
+    (the checks are pure) — everything that relates records to each other is."""
     refusals: list[Refusal] = []
     candidates: list[PeerRecord] = []
-    for record in records.values():
+    known = verdicts or {}
+    found: dict[str, RecordVerdict] = {}
+    for key, record in records.items():
         if record.key == own.key:
             continue
-        refusal = check_record(record, own, cluster_cidrs, context, node_prefixes)
-        if refusal is not None:
-            refusals.append(refusal)
+        cached = known.get(key)
+        if cached is not None and cached[0] is record:
+            verdict = cached
+        else:
+            refusal = check_record(record, own, cluster_cidrs, context, node_prefixes)
+            mine = identities(record, context) if refusal is None else None
+            verdict = (record, refusal, mine)  # type: ignore[assignment]
+        found[key] = verdict
+        if verdict[1] is not None:
+            refusals.append(verdict[1])
         else:
             candidates.append(record)  # type: ignore[arg-type]
     accepted, overlaps = _resolve_overlaps(candidates, own)
-    found = {r.key: identities(r, context) for r in accepted}
-    accepted, duplicates = _resolve_duplicates(accepted, found)
-    return Validation(accepted, refusals + overlaps + duplicates, found)
+    ids = {r.key: found[r.key][2] or [] for r in accepted}
+    accepted, duplicates = _resolve_duplicates(accepted, ids)
+    return Validation(accepted, refusals + overlaps + duplicates, ids, found)
 
 
 def identities(record: PeerRecord, context: RoutingContext) -> list[tuple[str, object]]:
@@ -171,39 +193,14 @@ def check_record(
         )
     if not record.subnets:
         return refuse("unparseable", "it has no subnet")
+    subnet_rules = _rules(own, cluster_cidrs, context, node_prefixes)[1]
     for subnet in record.subnets:
-        cluster = next((c for c in cluster_cidrs if c.version == subnet.version), None)
-        if cluster is None:
-            return refuse(
-                "family",
-                f"subnet {subnet} is IPv{subnet.version}, but the cluster "
-                f"has no IPv{subnet.version} CIDR",
-            )
-        if not _within(subnet, cluster):
-            return refuse(
-                "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
-            )
-        wanted = node_prefixes.get(subnet.version) if node_prefixes else None
-        if wanted is not None and subnet.prefixlen != wanted:
-            return refuse(
-                "prefix-length",
-                f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
-                f"are /{wanted}",
-            )
-        for network in context.local:
-            if _overlap(network.network, subnet):
-                return refuse(
-                    "local-network",
-                    f"subnet {subnet} overlaps network {network.network} of this "
-                    f"node ({network.ifname})",
-                )
-        for own_subnet in own.subnets:
-            if _overlap(own_subnet, subnet):
-                return refuse(
-                    "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
-                )
+        found = subnet_rules.problem(subnet)
+        if found is not None:
+            return refuse(*found)
+    address_rules = _rules(own, cluster_cidrs, context, node_prefixes)[0]
     for address in record.addresses:
-        problem = address_problem(address, own, cluster_cidrs, context)
+        problem = address_rules.problem(address)
         if problem is not None:
             return refuse("address", f"node address {address} is {problem}")
     problem = backend.check_peer(record, context.local, context.links)
@@ -231,7 +228,7 @@ _NEVER = {
 
 
 class _AddressRules:
-    """What :func:`address_problem` checks, prepared once per (own record, cluster,
+    """The node-address checks of :func:`check_record`, prepared once per (own record, cluster,
     local networks): one dict lookup and a handful of integer comparisons a record."""
 
     def __init__(
@@ -291,9 +288,84 @@ class _AddressRules:
         return None
 
 
-#: The rules of the last (own, cluster_cidrs, context), compared by identity: a pass
-#: checks every record against the same three objects.
-_last_rules: list = [None, None, None, None]
+class _SubnetRules:
+    """The subnet checks of :func:`check_record`, prepared once per (own record, cluster,
+    local networks, node prefixes) as integer spans: at 65,536 records a pass, building
+    ``ipaddress`` spans per record and check was most of the validation's time."""
+
+    def __init__(
+        self,
+        own: PeerRecord,
+        cluster_cidrs: list[IPNetwork],
+        local: tuple[LocalNetwork, ...],
+        node_prefixes: Mapping[int, int] | None,
+    ) -> None:
+        self.cluster = {c.version: (c, *_span(c)) for c in reversed(cluster_cidrs)}
+        self.prefixes = dict(node_prefixes or {})
+        self.local = [(n.network.version, *_span(n.network), n) for n in local]
+        self.own = [(s.version, *_span(s), s) for s in own.subnets]
+
+    def problem(self, subnet: IPNetwork) -> tuple[str, str] | None:
+        version = subnet.version
+        found = self.cluster.get(version)
+        if found is None:
+            return (
+                "family",
+                f"subnet {subnet} is IPv{version}, but the cluster has no IPv{version} CIDR",
+            )
+        cluster, low, high = found
+        start, end = _span(subnet)
+        if not low <= start <= end <= high:
+            return "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
+        wanted = self.prefixes.get(version)
+        if wanted is not None and subnet.prefixlen != wanted:
+            return (
+                "prefix-length",
+                f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
+                f"are /{wanted}",
+            )
+        for other_version, other_start, other_end, network in self.local:
+            if other_version == version and other_start <= end and start <= other_end:
+                return (
+                    "local-network",
+                    f"subnet {subnet} overlaps network {network.network} of this "
+                    f"node ({network.ifname})",
+                )
+        for other_version, other_start, other_end, own_subnet in self.own:
+            if other_version == version and other_start <= end and start <= other_end:
+                return "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
+        return None
+
+
+#: The rules of the last (own, cluster_cidrs, context, node_prefixes), compared by
+#: identity: a pass checks every record against the same objects.
+_last_rules: list = [None, None, None, None, None]
+
+
+def _rules(
+    own: PeerRecord,
+    cluster_cidrs: list[IPNetwork],
+    context: RoutingContext,
+    node_prefixes: Mapping[int, int] | None,
+) -> tuple[_AddressRules, _SubnetRules]:
+    last = _last_rules
+    if (
+        last[0] is not own
+        or last[1] is not cluster_cidrs
+        or last[2] is not context
+        or last[3] is not node_prefixes
+    ):
+        last[:] = [
+            own,
+            cluster_cidrs,
+            context,
+            node_prefixes,
+            (
+                _AddressRules(own, cluster_cidrs, context.local),
+                _SubnetRules(own, cluster_cidrs, context.local, node_prefixes),
+            ),
+        ]
+    return last[4]
 
 
 def _span(network: IPNetwork) -> tuple[int, int]:
@@ -301,32 +373,6 @@ def _span(network: IPNetwork) -> tuple[int, int]:
     ``broadcast_address`` builds objects and caches them on each network."""
     start = int(network.network_address)
     return start, start + (1 << (network.max_prefixlen - network.prefixlen)) - 1
-
-
-def _within(subnet: IPNetwork, cluster: IPNetwork) -> bool:
-    start, end = _span(subnet)
-    low, high = _span(cluster)
-    return subnet.version == cluster.version and low <= start and end <= high
-
-
-def _overlap(a: IPNetwork, b: IPNetwork) -> bool:
-    if a.version != b.version:
-        return False
-    a_start, a_end = _span(a)
-    b_start, b_end = _span(b)
-    return a_start <= b_end and b_start <= a_end
-
-
-def address_problem(
-    address: IPAddress, own: PeerRecord, cluster_cidrs: list[IPNetwork], context: RoutingContext
-) -> str | None:
-    """Why a peer's node address may not be a gateway or a tunnel destination: what it
-    is instead, or None. The same check serves host-gw gateways and VXLAN underlay
-    destinations."""
-    last = _last_rules
-    if last[0] is not own or last[1] is not cluster_cidrs or last[2] is not context:
-        last[:] = [own, cluster_cidrs, context, _AddressRules(own, cluster_cidrs, context.local)]
-    return last[3].problem(address)
 
 
 def _resolve_overlaps(
