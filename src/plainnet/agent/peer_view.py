@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from plainnet.agent.backends.base import RoutingContext
 from plainnet.agent.kernel_model import (
@@ -91,6 +92,16 @@ def _spans_of(record: PeerRecord) -> list[tuple[int, int, int]]:
     return [(s.version, int(s.network_address), int(s.broadcast_address)) for s in record.subnets]
 
 
+@dataclass(frozen=True)
+class CarriedOver:
+    """A view's per-record results handed to a rebuild: valid for the same ``basis``
+    (own record, context, cluster CIDRs, node prefixes — compared by identity)."""
+
+    basis: tuple
+    verdicts: dict[str, RecordVerdict]
+    states: dict[str, tuple[PeerRecord, PeerState]]
+
+
 class PeerView:
     def __init__(
         self,
@@ -124,17 +135,23 @@ class PeerView:
         self.verdicts: dict[str, RecordVerdict] = {}
         self._states: dict[str, tuple[PeerRecord, PeerState]] = {}
 
-    def rebuild(self, records: Mapping[str, Record], previous: PeerView | None = None) -> None:
-        """Everything anew from ``records``. ``previous``: a view of the same own record,
-        cluster and context whose per-record results — checks and peer state, pure
-        functions of an unchanged record object — are taken over; every relation between
-        records (overlaps, duplicates, reference counts, entries) is computed afresh."""
-        reuse = (
-            previous is not None
-            and previous.own is self.own
-            and previous.context is self.context
-            and previous.cluster_cidrs is self.cluster_cidrs
-            and previous.node_prefixes is self.node_prefixes
+    def carried_over(self) -> CarriedOver:
+        """This view's per-record results, copied, for a rebuild elsewhere."""
+        return CarriedOver(
+            (self.own, self.context, self.cluster_cidrs, self.node_prefixes),
+            dict(self.verdicts),
+            dict(self._states),
+        )
+
+    def rebuild(self, records: Mapping[str, Record], previous: CarriedOver | None = None) -> None:
+        """Everything anew from ``records``. ``previous``: a view's per-record results
+        (:meth:`carried_over`) under the same own record, cluster and context — checks
+        and peer state, pure functions of an unchanged record object — are taken over;
+        every relation between records (overlaps, duplicates, reference counts,
+        entries) is computed afresh."""
+        basis = (self.own, self.context, self.cluster_cidrs, self.node_prefixes)
+        reuse = previous is not None and all(
+            a is b for a, b in zip(previous.basis, basis, strict=True)
         )
         validation = validate_peers(
             records,
@@ -145,7 +162,7 @@ class PeerView:
             previous.verdicts if reuse and previous else None,
         )
         self.verdicts = validation.verdicts
-        known_states = previous._states if reuse and previous else {}
+        known_states = previous.states if reuse and previous else {}
         self.accepted = {r.key: r for r in validation.accepted}
         self.refusals = {r.key: r for r in validation.refusals}
         losers = {r.key for r in validation.refusals if r.reason in COUPLED}

@@ -250,6 +250,7 @@ class Agent:
                 self.settings.protocol,
                 node.node_prefixes,
             )
+            self.reconciler.wake = self.dirty.mark
         else:
             self.reconciler.adopt(node.own, node.identity)
         self.dirty.mark("start")

@@ -32,7 +32,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -42,7 +42,7 @@ from plainnet.agent.kernel_model import KernelRefusal, LinkEntries
 from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.netlink import EventFilter
-from plainnet.agent.peer_view import PeerView
+from plainnet.agent.peer_view import CarriedOver, PeerView
 from plainnet.agent.plan import (
     KernelState,
     Plan,
@@ -57,6 +57,9 @@ from plainnet.ipam.types import IPNetwork
 from plainnet.retry import Backoff
 
 log = logging.getLogger("plainnet.agent")
+
+#: The thread a resync's rebuild runs on, beside the kernel thread.
+_AUDITOR = ThreadPoolExecutor(1, thread_name_prefix="plainnet-audit")
 
 T = TypeVar("T")
 
@@ -198,6 +201,13 @@ class Reconciler:
         self.refusal_log = RefusalLog()
         self._own_devices = all_device_names()
         self._others = other_backends(backend)
+        #: The resync's rebuild running beside the passes (see :meth:`_start_audit`), the
+        #: keys changed since it copied the records (None: unknown), and who to wake
+        #: when it is done (the reactor marks itself dirty).
+        self._audit: Future[PeerView] | None = None
+        self._audit_changed: set[str] | None = set()
+        self._audit_epoch = 0
+        self.wake: Callable[[str], None] = lambda trigger: None
 
     def adopt(self, own: PeerRecord, node: NodeIdentity) -> None:
         """This node's record or identity changed (restored under another subnet):
@@ -209,7 +219,61 @@ class Reconciler:
         """After a failed pass: nothing half-updated survives it."""
         self.view = None
         self._epoch += 1
+        self._audit = None
         self.snapshot.invalidate()
+
+    def _start_audit(self, records: Mapping[str, Record]) -> None:
+        """Rebuild the view from the records on a thread of its own, beside the passes:
+        a resync trusts nothing derived, but a rebuild of 20,000 peers takes most of a
+        second, and a peer's new record must not wait behind it. The passes meanwhile
+        note the keys that change; the pass that finds the audit done brings it up to
+        date with them and takes it over (:meth:`_take_audit`)."""
+        view = self.view
+        if self._audit is not None or view is None:
+            return
+        loop = asyncio.get_running_loop()
+        epoch = self._epoch
+        copied = dict(records)
+        previous = view.carried_over()  # per-record results, copied on this thread
+
+        def rebuild() -> PeerView:
+            return self._rebuild(view.context, copied, previous)
+
+        self._audit = _AUDITOR.submit(rebuild)
+        self._audit_changed = set()
+        self._audit_epoch = epoch
+        def done(_: Future[PeerView]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the agent stopped
+                loop.call_soon_threadsafe(self.wake, "audit")
+
+        self._audit.add_done_callback(done)
+
+    def _take_audit(
+        self, context: RoutingContext, records: Mapping[str, Record], changed: set[str] | None
+    ) -> bool:
+        """If the audit is done: make it the view, brought up to date with the keys
+        changed since it started; whether it was taken."""
+        audit = self._audit
+        if audit is None:
+            return False
+        if changed is None:
+            self._audit_changed = None
+        elif self._audit_changed is not None:
+            self._audit_changed |= changed
+        if not audit.done():
+            return False
+        self._audit = None
+        pending = self._audit_changed
+        if audit.exception() is not None:
+            log.error("the resync's rebuild failed: %s", audit.exception())
+            return False
+        view = audit.result()
+        if pending is None or self._audit_epoch != self._epoch or view.context is not context:
+            return False  # overtaken: a full pass has rebuilt meanwhile
+        if pending and view.update(records, pending) is None:
+            return False
+        self.view = view
+        return True
 
     # --- one pass ------------------------------------------------------------------------
 
@@ -220,13 +284,10 @@ class Reconciler:
         started = time.perf_counter()
         self._awaited = 0.0
         if "resync" in triggers:
-            # A resync trusts nothing derived: the kernel is read again and the view is
-            # rebuilt from the records, so no entry an update got wrong can outlive it.
-            # (The rebuild takes over each unchanged record's own pure results.)
+            # A resync trusts nothing derived: the kernel is read again, and the view is
+            # rebuilt from the records (beside the passes: :meth:`_start_audit`), so no
+            # entry an update got wrong can outlive it.
             self.snapshot.invalidate()
-            previous, self.view = self.view, None
-        else:
-            previous = None
         fresh = self.snapshot.state is None
         if fresh:
             generation = self.snapshot.generation
@@ -237,12 +298,19 @@ class Reconciler:
             context, state = self.snapshot.context, self.snapshot.state
         # The records as of now: changed keys and records taken without an await between.
         changed = take_changed()
+        audited = self._take_audit(context, records, changed)
+        if audited:
+            changed = set()
         view, touched = self._incremental_view(context, records, changed)
+        if audited:
+            touched = None  # a new view: every destination, every refusal
+        elif "resync" in triggers:
+            self._start_audit(records)
         if view is None:
             # A rebuild (~10 µs a peer) runs on the worker thread, from a copy of the
             # records: the loop keeps reading events while it computes.
             epoch = self._epoch
-            view = await self._on_worker(self._rebuild, context, dict(records), previous)
+            view = await self._on_worker(self._rebuild, context, dict(records))
             if epoch == self._epoch:  # not adopted or forgotten meanwhile
                 self.view = view
         if touched is None or changed:
@@ -279,9 +347,9 @@ class Reconciler:
         self.metrics.reconcile_loop_seconds.observe(max(elapsed - self._awaited, 0.0))
         if not refused:
             self.retry_backoff.reset()
-        if touched is None and previous is None:
+        if touched is None and not audited:
             # a full pass from scratch: the old view, the list and their garbage are gone
-            # (a resync's rebuild keeps the per-record results: little is freed)
+            # (an audit keeps the per-record results: little is freed)
             release_free_memory()
         return refused
 
@@ -344,7 +412,7 @@ class Reconciler:
         self,
         context: RoutingContext,
         records: Mapping[str, Record],
-        previous: PeerView | None = None,
+        previous: CarriedOver | None = None,
     ) -> PeerView:
         view = PeerView(self.own, self.cluster_cidrs, context, self.node_prefixes)
         view.rebuild(records, previous)

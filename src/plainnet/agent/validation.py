@@ -338,8 +338,10 @@ class _SubnetRules:
 
 
 #: The rules of the last (own, cluster_cidrs, context, node_prefixes), compared by
-#: identity: a pass checks every record against the same objects.
-_last_rules: list = [None, None, None, None, None]
+#: identity: a pass checks every record against the same objects. One tuple, read and
+#: replaced whole, so threads (the loop, the kernel thread, a resync's rebuild) never
+#: see half of an entry.
+_last_rules: tuple = (None, None, None, None, None)
 
 
 def _rules(
@@ -348,24 +350,21 @@ def _rules(
     context: RoutingContext,
     node_prefixes: Mapping[int, int] | None,
 ) -> tuple[_AddressRules, _SubnetRules]:
+    global _last_rules
     last = _last_rules
     if (
-        last[0] is not own
-        or last[1] is not cluster_cidrs
-        or last[2] is not context
-        or last[3] is not node_prefixes
+        last[0] is own
+        and last[1] is cluster_cidrs
+        and last[2] is context
+        and last[3] is node_prefixes
     ):
-        last[:] = [
-            own,
-            cluster_cidrs,
-            context,
-            node_prefixes,
-            (
-                _AddressRules(own, cluster_cidrs, context.local),
-                _SubnetRules(own, cluster_cidrs, context.local, node_prefixes),
-            ),
-        ]
-    return last[4]
+        return last[4]
+    rules = (
+        _AddressRules(own, cluster_cidrs, context.local),
+        _SubnetRules(own, cluster_cidrs, context.local, node_prefixes),
+    )
+    _last_rules = (own, cluster_cidrs, context, node_prefixes, rules)
+    return rules
 
 
 def _span(network: IPNetwork) -> tuple[int, int]:
