@@ -312,3 +312,14 @@ def test_refusals_are_logged_rate_limited_with_a_summary(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 6
     assert "refused 2995 more peer records" in lines[-1] and "outside-cluster: 2995" in lines[-1]
+
+
+def test_lost_subnets_are_the_ones_held_before_and_not_now():
+    from ipaddress import ip_network
+
+    from plainnet.agent.startup import subnets_lost
+
+    a, b, c = (ip_network(f"10.244.{i}.0/24") for i in (1, 2, 3))
+    assert subnets_lost((a,), (), (b,)) == ((a,), (a,))
+    assert subnets_lost((b,), (a,), (c,)) == ((b,), (b, a))
+    assert subnets_lost((b,), (a,), (a,)) == ((b,), (b,))  # held again: no longer lost

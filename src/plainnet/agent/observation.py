@@ -62,11 +62,7 @@ class Observation:
         self._changed = None
         self._listed = True
         if self.own_key is not None:
-            own = self.records.get(self.own_key)
-            if own is None:
-                self.on_own_trouble("deleted")
-            elif not self.datastore.own_record_intact(own):
-                self.on_own_trouble("rewritten")
+            self._look_at_own(self.records.get(self.own_key))
         self._on_change("relist")
 
     async def run(self) -> None:
@@ -98,6 +94,13 @@ class Observation:
                 )
                 await self._backoff.sleep()
 
+    def _look_at_own(self, record: Record | None) -> None:
+        """This node's own record as the datastore has it now: gone, or not as written."""
+        if record is None:
+            self.on_own_trouble("deleted")
+        elif not self.datastore.own_record_intact(record):
+            self.on_own_trouble("rewritten")
+
     def _apply(self, changes: list) -> None:
         touched = False
         for change in changes:
@@ -109,13 +112,9 @@ class Observation:
                 self._changed.add(change.key)
             if change.record is None:
                 self.records.pop(change.key, None)
-                if change.key == self.own_key:
-                    self.on_own_trouble("deleted")
             else:
                 self.records[change.key] = change.record
-                if change.key == self.own_key and not self.datastore.own_record_intact(
-                    change.record
-                ):
-                    self.on_own_trouble("rewritten")
+            if change.key == self.own_key:
+                self._look_at_own(change.record)
         if touched:
             self._on_change("datastore")

@@ -46,7 +46,7 @@ from plainnet.agent.local_networks import LocalNetwork
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.observation import Observation
 from plainnet.agent.reconciler import Kernel, KernelWorker, Reconciler
-from plainnet.agent.startup import AgentSettings, NodeContext, start_node
+from plainnet.agent.startup import AgentSettings, NodeContext, start_node, subnets_lost
 from plainnet.datastore.records import Datastore, DatastoreError, SubnetLost
 from plainnet.errors import PlainnetError
 from plainnet.node_state import NodeState
@@ -219,15 +219,16 @@ class Agent:
         its pods still hold and reports them — until they are gone, the node is not
         ready."""
         previous = self.node
-        lost = ()
         if previous is not None and previous.own.subnets != node.own.subnets:
-            lost = tuple(s for s in previous.own.subnets if s not in node.own.subnets)
-            node = replace(node, lost_subnets=lost + previous.lost_subnets)
-            self.metrics.subnets_lost.inc(len(lost))
+            newly, lost = subnets_lost(
+                previous.own.subnets, previous.lost_subnets, node.own.subnets
+            )
+            node = replace(node, lost_subnets=lost)
+            self.metrics.subnets_lost.inc(len(newly))
             log.error(
                 "this node lost its subnet %s to another node (its lease had expired) and "
                 "now owns %s: pods with addresses from the lost subnet must be recreated",
-                ", ".join(map(str, lost)),
+                ", ".join(map(str, newly)),
                 ", ".join(map(str, node.own.subnets)),
             )
         self.node = node

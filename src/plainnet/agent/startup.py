@@ -105,22 +105,27 @@ async def start_node(
     own = await datastore.claim(claim)
     cluster = list(network.cluster_cidrs)
     # a subnet held before this start and not got back (another node took it while
-    # this one was away past its lease) is lost; so stay the ones lost before
-    lost = tuple(
-        s
-        for s in (previous.lost_subnets + previous.subnets if previous else ())
-        if s not in own.subnets
+    # this one was away past its lease) is lost
+    newly, lost = (
+        subnets_lost(previous.subnets, previous.lost_subnets, own.subnets) if previous else ((), ())
     )
-    if previous and set(previous.subnets) - set(own.subnets):
+    if newly:
         log.error(
             "this node held %s before it restarted and another node holds it now: pods "
             "with addresses from it must be recreated",
-            ", ".join(str(s) for s in previous.subnets if s not in own.subnets),
+            ", ".join(map(str, newly)),
         )
     prefixes = dict(network.node_prefixes)
-    return NodeContext(
-        identity, own, backend, cluster, claim, prefixes, tuple(dict.fromkeys(lost))
-    ).with_own(own)
+    return NodeContext(identity, own, backend, cluster, claim, prefixes, lost).with_own(own)
+
+
+def subnets_lost(
+    held: tuple[IPNetwork, ...], lost_before: tuple[IPNetwork, ...], now: tuple[IPNetwork, ...]
+) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
+    """(newly lost, all lost): the subnets ``held`` before and not ``now``, and with them
+    the ones lost before — except any this node holds again."""
+    newly = tuple(s for s in held if s not in now)
+    return newly, tuple(dict.fromkeys(s for s in newly + lost_before if s not in now))
 
 
 def pick_node_addresses(
@@ -145,4 +150,4 @@ def pick_node_addresses(
     return tuple(addresses[v] for v in sorted(addresses))
 
 
-__all__ = ["AgentSettings", "NodeContext", "pick_node_addresses", "start_node"]
+__all__ = ["AgentSettings", "NodeContext", "pick_node_addresses", "start_node", "subnets_lost"]

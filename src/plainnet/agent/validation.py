@@ -302,8 +302,16 @@ class _SubnetRules:
     ) -> None:
         self.cluster = {c.version: (c, *_span(c)) for c in reversed(cluster_cidrs)}
         self.prefixes = dict(node_prefixes or {})
-        self.local = [(n.network.version, *_span(n.network), n) for n in local]
-        self.own = [(s.version, *_span(s), s) for s in own.subnets]
+        #: What no peer subnet may overlap: (version, start, end, reason, what it is).
+        self.taken = [
+            (
+                n.network.version,
+                *_span(n.network),
+                "local-network",
+                f"network {n.network} of this node ({n.ifname})",
+            )
+            for n in local
+        ] + [(s.version, *_span(s), "overlap", f"this node's subnet {s}") for s in own.subnets]
 
     def problem(self, subnet: IPNetwork) -> tuple[str, str] | None:
         version = subnet.version
@@ -324,16 +332,9 @@ class _SubnetRules:
                 f"subnet {subnet} is a /{subnet.prefixlen}, the cluster's node subnets "
                 f"are /{wanted}",
             )
-        for other_version, other_start, other_end, network in self.local:
+        for other_version, other_start, other_end, reason, what in self.taken:
             if other_version == version and other_start <= end and start <= other_end:
-                return (
-                    "local-network",
-                    f"subnet {subnet} overlaps network {network.network} of this "
-                    f"node ({network.ifname})",
-                )
-        for other_version, other_start, other_end, own_subnet in self.own:
-            if other_version == version and other_start <= end and start <= other_end:
-                return "overlap", f"subnet {subnet} overlaps this node's subnet {own_subnet}"
+                return reason, f"subnet {subnet} overlaps {what}"
         return None
 
 

@@ -167,7 +167,7 @@ class CniHandler:
     def delete(self, request: CniRequest) -> bytes:
         node = self._last_known_node()
         if node is not None:
-            released = self._release(self._pools(node, lost=True), request)
+            released = self._release(self._pools(node) + self._lost_pools(node), request)
             if released:
                 log.info(
                     "DEL %s %s: released %s",
@@ -187,10 +187,8 @@ class CniHandler:
                     held.append(ip_interface(f"{reservation.address}/{pool.subnet.prefixlen}"))
         if not held:
             owner = Owner(request.container_id, request.ifname)
-            for pool in self._pools(node, lost=True):
-                if pool.subnet in node.lost_subnets and any(
-                    r.owner == owner for r in pool.reservations()
-                ):
+            for pool in self._lost_pools(node):
+                if any(r.owner == owner for r in pool.reservations()):
                     raise CniError(
                         CHECK_FAILED,
                         f"{request.container_id} {request.ifname} has an address from "
@@ -233,7 +231,7 @@ class CniHandler:
         node = self._last_known_node()
         released = []
         if node is not None:
-            for pool in self._pools(node, lost=True):
+            for pool in self._pools(node) + self._lost_pools(node):
                 released.extend(pool.garbage_collect(valid))
         keep = {host_veth_name(c, i) for c, i in valid}
         removed = []
@@ -262,10 +260,15 @@ class CniHandler:
         addresses. Handing out (ADD) waits for the agent."""
         return self.node_state() or read_node_state(self.run_dir)
 
-    def _pools(self, node: NodeState, *, lost: bool = False) -> list[PodAddressAllocator]:
-        """The node's address pools; with ``lost``, also those of subnets it lost (only
-        ever released from: DEL and GC free what pods there still hold)."""
-        subnets = node.subnets + (node.lost_subnets if lost else ())
+    def _pools(self, node: NodeState) -> list[PodAddressAllocator]:
+        return self._pools_of(node.subnets)
+
+    def _lost_pools(self, node: NodeState) -> list[PodAddressAllocator]:
+        """The pools of subnets this node lost: only ever released from (DEL and GC free
+        what pods there still hold), never handed out from."""
+        return self._pools_of(node.lost_subnets)
+
+    def _pools_of(self, subnets: tuple[IPNetwork, ...]) -> list[PodAddressAllocator]:
         return [
             PodAddressAllocator(subnet, FilePodAddressStore(store_directory(self.ipam_dir, subnet)))
             for subnet in subnets
@@ -279,8 +282,7 @@ class CniHandler:
             return []
         return [
             (pool.subnet, reservation)
-            for pool in self._pools(node, lost=True)
-            if pool.subnet in node.lost_subnets
+            for pool in self._lost_pools(node)
             for reservation in pool.reservations()
         ]
 

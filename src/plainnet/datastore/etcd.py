@@ -161,6 +161,7 @@ class EtcdDatastore:
         self._own: PeerRecord | None = None
         self._claim: NodeClaim | None = None
         self._lease_id: int | None = None
+        self._config_key = f"{self.prefix}/config"
         # plainnet's own keys beside Flannel's subnets/ (Flannel never reads them)
         self._plainnet_prefix = f"{self.prefix}/plainnet/"
         self._holds_prefix = f"{self._plainnet_prefix}held/"
@@ -198,7 +199,7 @@ class EtcdDatastore:
         return (await self.flannel_config()).cluster_network()
 
     async def flannel_config(self) -> fmt.FlannelNetworkConfig:
-        key = f"{self.prefix}/config"
+        key = self._config_key
         result = await self._call("read network config", self.client.get(key.encode()))
         if result is None:
             raise DatastoreError(
@@ -212,14 +213,14 @@ class EtcdDatastore:
 
     async def put_network_config(self, text: str) -> None:
         await self._call(
-            "write network config", self.client.put(f"{self.prefix}/config".encode(), text.encode())
+            "write network config", self.client.put(self._config_key.encode(), text.encode())
         )
 
     async def node_addresses(self) -> tuple[IPAddress, ...]:
         return ()
 
     async def ping(self) -> None:
-        await self._call("read network config", self.client.get(f"{self.prefix}/config".encode()))
+        await self._call("read network config", self.client.get(self._config_key.encode()))
 
     # --- list and watch --------------------------------------------------------------
 
@@ -331,13 +332,13 @@ class EtcdDatastore:
             holds, cursor = await self._read_holds(snapshot.revision)
             own = self._find_own(snapshot, claim, allocator)
             if own is not None:
-                if await self._put(own.key, claim, expect_mod=own.claimed_at, reuse=True):
+                if await self._put(own.key, claim, created=own.claimed_at):
                     log.info("reclaimed %s for node %s", own.key, claim.node)
                     return self._claimed(own.key, own.subnets, claim, snapshot)
                 continue
             for subnets in self._candidates(snapshot, holds, cursor, claim, allocator):
                 key = self._subnets_prefix + fmt.subnet_key(subnets)
-                if await self._put(key, claim, expect_mod=None, advance_cursor=True):
+                if await self._put(key, claim, advance_cursor=True):
                     log.info("claimed %s for node %s", key, claim.node)
                     return self._claimed(key, subnets, claim, snapshot)
                 break  # lost a race: look at the new state of things
@@ -443,15 +444,15 @@ class EtcdDatastore:
         key: str,
         claim: NodeClaim,
         *,
-        expect_mod: int | None,
-        reuse: bool = False,
+        created: int | None = None,
+        modified: int | None = None,
         lease_id: int | None = None,
-        overwrite_mod: int | None = None,
         advance_cursor: bool = False,
     ) -> bool:
-        """Write this node's record at ``key`` if: ``reuse`` — it is still the record
-        created at revision ``expect_mod``; ``overwrite_mod`` — it is still the one last
-        changed at that revision (a rewrite this node undoes); else — the key is free.
+        """Write this node's record at ``key`` if: with ``created`` — it is still the
+        record created at that revision (a reclaim); with ``modified`` — it is still the
+        one last changed at that revision (a rewrite this node undoes); else — the key
+        is free.
         ``lease_id``: this node's live lease; by default a fresh one. The lease is this
         node's from before the write, so the watch never takes the node's own write
         for someone else's.
@@ -470,10 +471,10 @@ class EtcdDatastore:
             claim.node, claim.addresses, claim.backend, claim.backend_data, claim.backend_data_v6
         )
         transactions = self.client.transactions
-        if overwrite_mod is not None:
-            compare = [transactions.mod(key.encode()) == overwrite_mod]
-        elif reuse:
-            compare = [transactions.create(key.encode()) == expect_mod]
+        if modified is not None:
+            compare = [transactions.mod(key.encode()) == modified]
+        elif created is not None:
+            compare = [transactions.create(key.encode()) == created]
         else:
             compare = [transactions.version(key.encode()) == 0]
         name = key[len(self._subnets_prefix) :]
@@ -601,16 +602,13 @@ class EtcdDatastore:
                 return self._own
             lease = self._lease_id if alive else None
             if current is None:
-                if await self._put(key, self._claim, expect_mod=None, lease_id=lease):
+                if await self._put(key, self._claim, lease_id=lease):
                     log.warning("put this node's record %s back (it was gone)", key)
                     return self._own
                 return None  # another node claimed the free subnet first
             if not alive and not intact:
                 return None  # written by another node after this node's lease ran out
-            mod = current.mod_revision
-            if await self._put(
-                key, self._claim, expect_mod=None, lease_id=lease, overwrite_mod=mod
-            ):
+            if await self._put(key, self._claim, modified=current.mod_revision, lease_id=lease):
                 log.warning("put this node's record %s back over a rewrite", key)
                 return self._own
         raise DatastoreError(f"etcd {self.endpoint}: {key} keeps being rewritten")

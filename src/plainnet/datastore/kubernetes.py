@@ -109,19 +109,24 @@ class KubernetesDatastore:
     async def close(self) -> None:
         await self.client.close()
 
-    async def node_addresses(self) -> tuple[IPAddress, ...]:
+    async def _own_node(self) -> Any | None:
+        """This node's Node, or None while it is not registered; DatastoreError when the
+        API server does not answer or refuses."""
         try:
-            node = await self.client.get(Node, name=self.node_name)
+            return await self.client.get(Node, name=self.node_name)
         except ApiError as exc:
             if exc.status.code == 404:
-                return ()  # not registered yet: the claim waits for it
+                return None
             raise DatastoreError(
                 f"Kubernetes API: cannot read node {self.node_name}: {exc}"
             ) from None
         except httpx.HTTPError as exc:
             raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
+
+    async def node_addresses(self) -> tuple[IPAddress, ...]:
+        node = await self._own_node()  # None: not registered yet, the claim waits for it
         addresses = []
-        for text in internal_ips(node):
+        for text in internal_ips(node) if node is not None else ():
             with contextlib.suppress(ValueError):  # a bad InternalIP is not ours to use
                 addresses.append(ip_address(text))
         return tuple(addresses)
@@ -133,13 +138,7 @@ class KubernetesDatastore:
         return True
 
     async def ping(self) -> None:
-        try:
-            await self.client.get(Node, name=self.node_name)
-        except ApiError as exc:
-            if exc.status.code != 404:  # a missing Node is an answer too
-                raise DatastoreError(f"Kubernetes API: reading node failed: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
+        await self._own_node()  # a Node not registered yet is an answer too
 
     async def list(self) -> Snapshot:
         try:
@@ -190,14 +189,11 @@ class KubernetesDatastore:
         self._claim = claim
         waited = 0.0
         while True:
-            try:
-                node = await self.client.get(Node, name=self.node_name)
-            except ApiError as exc:
+            node = await self._own_node()
+            if node is None:  # retried by the caller, as any datastore error
                 raise DatastoreError(
-                    f"Kubernetes API: cannot read node {self.node_name}: {exc}"
-                ) from None
-            except httpx.HTTPError as exc:
-                raise DatastoreError(f"Kubernetes API unreachable: {exc}") from None
+                    f"Kubernetes API: cannot read node {self.node_name}: not registered"
+                )
             record = node_record(node, self.record_type)
             if isinstance(record, PeerRecord):
                 if not record.addresses:
