@@ -378,7 +378,7 @@ class Agent:
                 if self._datastore_answers:
                     log.warning(
                         "the datastore does not answer (%s); keeping the last records and routes",
-                        exc or f"no answer within {PROBE_TIMEOUT_SECONDS:g}s",
+                        str(exc) or f"no answer within {PROBE_TIMEOUT_SECONDS:g}s",
                     )
                     self.metrics.datastore_errors.inc()
                 self._datastore_answers = False
