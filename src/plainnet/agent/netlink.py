@@ -23,12 +23,14 @@ plainnet uses are understood; everything else in a dump is skipped.
 from __future__ import annotations
 
 import errno as errno_codes
+import hashlib
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Protocol
 
 from plainnet.agent.kernel_model import (
     InterfaceAddress,
@@ -305,6 +307,46 @@ def _mac(raw: bytes) -> str:
 # --- the socket ------------------------------------------------------------------------
 
 
+def _neighbour_requests(ifindex: int) -> tuple[bytes, bytes]:
+    """IPv4 and IPv6 neighbour dumps of one device: a strict neighbour dump filters by
+    the NDA_IFINDEX attribute (an FDB dump by the header's ifindex)."""
+    device = _attr(NDA_IFINDEX, U32.pack(ifindex))
+    return (
+        NDMSG.pack(socket.AF_INET, 0, 0, 0, 0) + device,
+        NDMSG.pack(socket.AF_INET6, 0, 0, 0, 0) + device,
+    )
+
+
+def _fdb_request(ifindex: int) -> bytes:
+    return NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)
+
+
+#: A neighbour or FDB entry's NDA_CACHEINFO attribute header (20 bytes, type 3): the
+#: kernel puts it last (after NDA_PROBES for neighbours), and it changes with use.
+_CACHE_INFO = RTATTR.pack(20, 3)
+
+
+def _without_cache_info(body: memoryview) -> memoryview:
+    """``body`` without a trailing NDA_CACHEINFO. Anywhere else it stays in: the
+    fingerprint then changes more often than the entry (a full read, never a miss)."""
+    if len(body) >= NDMSG.size + 20 and body[-20:-16] == _CACHE_INFO:
+        return body[:-20]
+    return body
+
+
+class Digest(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+def new_digest() -> Digest:
+    """What a dump's bytes are summed up with: 16 bytes of BLAKE2b (collisions do not
+    happen by accident; nobody can plant kernel routes that collide on purpose without
+    being able to change the routes anyway)."""
+    return hashlib.blake2b(digest_size=16)
+
+
 class RouteSocket:
     """A NETLINK_ROUTE socket for dumps and batched changes, in the calling process's
     network namespace."""
@@ -355,31 +397,63 @@ class RouteSocket:
                     return
                 yield msg_kind, msg_body
 
-    def routes(self, version: int, protocol: int) -> list[KernelRoute]:
-        """Routes of ``protocol`` in the main table, filtered by the kernel."""
+    def _route_messages(self, version: int, protocol: int) -> Iterator[memoryview]:
         request = RTMSG.pack(FAMILY[version], 0, 0, 0, RT_TABLE_MAIN, protocol, 0, 0, 0)
-        found = []
         for kind, body in self._dump(RTM_GETROUTE, request):
-            if kind != RTM_NEWROUTE:
-                continue
+            if kind == RTM_NEWROUTE:
+                yield body
+
+    def _nexthop_messages(self) -> Iterator[memoryview]:
+        try:
+            for kind, body in self._dump(RTM_GETNEXTHOP, NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+                if kind == RTM_NEWNEXTHOP:
+                    yield body
+        except NetlinkRequestError as exc:
+            if exc.errno not in (errno_codes.EOPNOTSUPP, errno_codes.EINVAL):
+                raise  # else: a kernel without nexthop objects has none
+
+    def routes(
+        self, version: int, protocol: int, digest: Digest | None = None
+    ) -> list[KernelRoute]:
+        """Routes of ``protocol`` in the main table, filtered by the kernel; each
+        message's bytes also go into ``digest`` (see :meth:`fingerprint`)."""
+        found = []
+        for body in self._route_messages(version, protocol):
+            if digest is not None:
+                digest.update(body)
             parsed = parse_route(body)
             if parsed and parsed[0] == protocol and parsed[1] == RT_TABLE_MAIN:
                 found.append(parsed[2])
         return found
 
-    def nexthops(self) -> list[KernelNexthop]:
+    def nexthops(self, digest: Digest | None = None) -> list[KernelNexthop]:
         """Every nexthop object of this namespace (any protocol: ids are shared)."""
-        request = NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         found = []
-        try:
-            for kind, body in self._dump(RTM_GETNEXTHOP, request):
-                if kind == RTM_NEWNEXTHOP and (nexthop := parse_nexthop(body)):
-                    found.append(nexthop)
-        except NetlinkRequestError as exc:
-            if exc.errno in (errno_codes.EOPNOTSUPP, errno_codes.EINVAL):
-                return []
-            raise
+        for body in self._nexthop_messages():
+            if digest is not None:
+                digest.update(body)
+            if nexthop := parse_nexthop(body):
+                found.append(nexthop)
         return found
+
+    def fingerprint(self, protocol: int, devices: Iterable[int] = ()) -> bytes:
+        """A digest of every message :meth:`routes` (IPv4, then IPv6), :meth:`nexthops`
+        and, per device in ascending order, :meth:`neighbours` and :meth:`fdb` feed
+        their ``digest`` — without parsing one. Equal fingerprints: the kernel holds
+        exactly what it held then. Route and nexthop messages carry no counters or
+        timestamps; a neighbour or FDB entry's trailing ``NDA_CACHEINFO`` (when it was
+        last used) is left out (:func:`_without_cache_info`)."""
+        digest = new_digest()
+        for version in (4, 6):
+            for body in self._route_messages(version, protocol):
+                digest.update(body)
+        for body in self._nexthop_messages():
+            digest.update(body)
+        for ifindex in sorted(devices):
+            for request in (*_neighbour_requests(ifindex), _fdb_request(ifindex)):
+                for body in self._permanent_entries(request, ifindex):
+                    digest.update(_without_cache_info(body))
+        return digest.digest()
 
     def addresses(self) -> list[InterfaceAddress]:
         """Every interface address of this namespace."""
@@ -407,39 +481,43 @@ class RouteSocket:
             found[index] = (name, mtu)
         return found
 
-    def neighbours(self, ifindex: int) -> dict[IPAddress, str]:
+    def neighbours(self, ifindex: int, digest: Digest | None = None) -> dict[IPAddress, str]:
         """Permanent neighbour entries of interface ``ifindex``: address -> MAC."""
         found = {}
-        for family in (socket.AF_INET, socket.AF_INET6):
-            # A strict neighbour dump filters by the NDA_IFINDEX attribute; an FDB dump
-            # (below) by the header's ifindex.
-            request = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, U32.pack(ifindex))
-            for destination, mac in self._permanent_neighbours(request, ifindex):
+        for request in _neighbour_requests(ifindex):
+            for destination, mac in self._permanent_neighbours(request, ifindex, digest):
                 if destination is not None:
                     found[destination] = mac
         return found
 
-    def fdb(self, ifindex: int) -> dict[str, frozenset[IPAddress]]:
+    def fdb(self, ifindex: int, digest: Digest | None = None) -> dict[str, frozenset[IPAddress]]:
         """Permanent FDB entries of VXLAN device ``ifindex``: MAC -> destinations."""
         found: dict[str, set[IPAddress]] = {}
-        request = NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)
-        for destination, mac in self._permanent_neighbours(request, ifindex):
+        for destination, mac in self._permanent_neighbours(_fdb_request(ifindex), ifindex, digest):
             destinations = found.setdefault(mac, set())
             if destination is not None:
                 destinations.add(destination)
         return {mac: frozenset(destinations) for mac, destinations in found.items()}
 
+    def _permanent_entries(self, request: bytes, ifindex: int) -> Iterator[memoryview]:
+        """The messages of a neighbour or FDB dump that are permanent entries of
+        ``ifindex``."""
+        unpack_header = NDMSG.unpack_from
+        for kind, body in self._dump(RTM_GETNEIGH, request):
+            _, index, state, _, _ = unpack_header(body, 0)
+            if kind == RTM_NEWNEIGH and index == ifindex and state & NUD_PERMANENT:
+                yield body
+
     def _permanent_neighbours(
-        self, request: bytes, ifindex: int
+        self, request: bytes, ifindex: int, digest: Digest | None
     ) -> Iterator[tuple[IPAddress | None, str]]:
         """(NDA_DST, NDA_LLADDR) of each permanent entry of ``ifindex`` a neighbour or FDB
         dump returns. The attribute walk is inlined, as in :func:`parse_route`: a resync
         reads two entries per VXLAN peer."""
-        unpack_header, unpack_attr = NDMSG.unpack_from, RTATTR.unpack_from
-        for kind, body in self._dump(RTM_GETNEIGH, request):
-            _, index, state, _, _ = unpack_header(body, 0)
-            if kind != RTM_NEWNEIGH or index != ifindex or not state & NUD_PERMANENT:
-                continue
+        unpack_attr = RTATTR.unpack_from
+        for body in self._permanent_entries(request, ifindex):
+            if digest is not None:
+                digest.update(_without_cache_info(body))
             destination = lladdr = None
             offset, end = NDMSG.size, len(body)
             while offset + 4 <= end:

@@ -134,6 +134,9 @@ class PeerView:
         #: its peer state) of the accepted ones.
         self.verdicts: dict[str, RecordVerdict] = {}
         self._states: dict[str, tuple[PeerRecord, PeerState]] = {}
+        #: Incremental updates applied since the rebuild: none means the view is exactly
+        #: what a rebuild from the current records gives (a rebuild is a pure function).
+        self.updates = 0
 
     def carried_over(self) -> CarriedOver:
         """This view's per-record results, copied, for a rebuild elsewhere."""
@@ -243,6 +246,8 @@ class PeerView:
         if any(key in self.refusals and self.refusals[key].reason in COUPLED for key in checked):
             return None
         self.touched_entries = (set(), set())
+        if checked:
+            self.updates += 1
         touched: set[IPNetwork] = set()
         for key, (record, refusal) in checked.items():
             touched.update(self._remove(key))
@@ -323,9 +328,7 @@ class PeerView:
             self._drop_entries(state.fdb, self.entries.fdb, 1)
         return set(routes)
 
-    def _add(
-        self, key: str, record: PeerRecord, state: PeerState | None = None
-    ) -> set[IPNetwork]:
+    def _add(self, key: str, record: PeerRecord, state: PeerState | None = None) -> set[IPNetwork]:
         context = self.context
         if state is None:
             state = context.backend.peer_state(record, context.local, context.links)

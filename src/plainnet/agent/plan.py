@@ -51,6 +51,9 @@ class KernelState:
     next_id_hint: int = NEXTHOP_ID_BASE
     #: Permanent neighbour and FDB entries of the backend's devices.
     entries: LinkEntries = field(default_factory=LinkEntries)
+    #: The kernel adapter's digest of the route and nexthop messages this was read
+    #: from; None once a plan has changed it (or for a state not read from a kernel).
+    fingerprint: bytes | None = None
 
 
 @dataclass
@@ -239,6 +242,8 @@ def apply_plan_to_state(
 ) -> None:
     """Update a cached :class:`KernelState` with what a successfully applied plan did,
     so the next pass can diff without a dump. ``failed`` routes are left out."""
+    if plan:
+        kernel.fingerprint = None  # no longer what was read
     entries = kernel.entries
     for key, mac in plan.set_neighbours:
         entries.neighbours[key] = mac

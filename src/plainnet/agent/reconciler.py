@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from plainnet.agent.backends import all_device_names, other_backends
 from plainnet.agent.backends.base import Backend, NodeIdentity, RoutingContext
-from plainnet.agent.kernel_model import KernelRefusal, LinkEntries
+from plainnet.agent.kernel_model import KernelRefusal
 from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.agent.metrics import AgentMetrics
 from plainnet.agent.netlink import EventFilter
@@ -112,9 +112,9 @@ class Kernel(Protocol):
     """What the reconciler needs of the kernel (:class:`~plainnet.agent.kernel.KernelRoutes`
     in the agent; a fake in the loop's unit tests)."""
 
-    def read_state(self) -> KernelState: ...
-
-    def read_entries(self, devices: Iterable[int]) -> LinkEntries: ...
+    def read_state(
+        self, devices: Iterable[int] = (), known: KernelState | None = None
+    ) -> KernelState: ...
 
     def apply(self, plan: Plan) -> list[KernelRefusal]: ...
 
@@ -166,6 +166,25 @@ class KernelSnapshot:
             self.state, self.context = state, context
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """The last full diff that found nothing to change: the kernel state it read
+    (unchanged since: ``state.fingerprint`` still set) and the view it matched, as of
+    its number of updates. While both hold, a resync whose kernel read gives back that
+    very state (its routes byte for byte unchanged) has nothing to diff."""
+
+    state: KernelState
+    view: PeerView
+    updates: int
+
+    def holds(self, view: PeerView | None) -> bool:
+        return (
+            view is self.view
+            and view.updates == self.updates
+            and self.state.fingerprint is not None
+        )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -190,6 +209,7 @@ class Reconciler:
         self.protocol = protocol
         self.snapshot = KernelSnapshot()
         self.view: PeerView | None = None
+        self.agreement: Agreement | None = None
         self.passes = 0
         self._awaited = 0.0  # of the running pass: seconds spent waiting for the worker
         self._epoch = 0  # bumped whenever the view is dropped
@@ -218,6 +238,7 @@ class Reconciler:
     def forget(self) -> None:
         """After a failed pass: nothing half-updated survives it."""
         self.view = None
+        self.agreement = None
         self._epoch += 1
         self._audit = None
         self.snapshot.invalidate()
@@ -229,8 +250,8 @@ class Reconciler:
         note the keys that change; the pass that finds the audit done brings it up to
         date with them and takes it over (:meth:`_take_audit`)."""
         view = self.view
-        if self._audit is not None or view is None:
-            return
+        if self._audit is not None or view is None or view.updates == 0:
+            return  # running already; nothing to check; or exactly what it would build
         loop = asyncio.get_running_loop()
         epoch = self._epoch
         copied = dict(records)
@@ -242,6 +263,7 @@ class Reconciler:
         self._audit = _AUDITOR.submit(rebuild)
         self._audit_changed = set()
         self._audit_epoch = epoch
+
         def done(_: Future[PeerView]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: the agent stopped
                 loop.call_soon_threadsafe(self.wake, "audit")
@@ -289,9 +311,11 @@ class Reconciler:
             # entry an update got wrong can outlive it.
             self.snapshot.invalidate()
         fresh = self.snapshot.state is None
+        agreement = self.agreement if self.agreement and self.agreement.holds(self.view) else None
         if fresh:
             generation = self.snapshot.generation
-            context, state = await self._on_worker(self._read_kernel)
+            known = agreement.state if agreement else None
+            context, state = await self._on_worker(self._read_kernel, known)
             self.snapshot.store(state, context, generation)
         else:
             assert self.snapshot.context is not None and self.snapshot.state is not None
@@ -315,7 +339,11 @@ class Reconciler:
                 self.view = view
         if touched is None or changed:
             self._report_refusals(view.refusals, None if touched is None else changed)
-        if touched is None or fresh:
+        if agreement and state is agreement.state and agreement.holds(view):
+            # The kernel holds what the last full diff found right, and the view is the
+            # one it matched: nothing to diff.
+            plan = Plan()
+        elif touched is None or fresh:
             plan = await self._on_worker(self._full_plan, view, state)
         else:
             plan = plan_subset(view.desired, state, touched, view.nexthop_refs)
@@ -332,6 +360,10 @@ class Reconciler:
                 self.metrics.kernel_errors.inc(len(refusals))
                 self.snapshot.invalidate()
                 refused = True
+        if not plan and (touched is None or fresh):
+            self.agreement = Agreement(state, view, view.updates)
+        elif plan:
+            self.agreement = None
         if fresh:
             removed = await self._on_worker(self._remove_leftovers)
             for name in removed:
@@ -361,18 +393,18 @@ class Reconciler:
         finally:
             self._awaited += time.perf_counter() - started
 
-    def _read_kernel(self) -> tuple[RoutingContext, KernelState]:
+    def _read_kernel(self, known: KernelState | None) -> tuple[RoutingContext, KernelState]:
         """On the kernel thread: prepare the backend's devices, read this node's
-        networks and everything of plainnet's."""
+        networks and everything of plainnet's (``known`` itself if its routes are
+        unchanged: :meth:`Kernel.read_state`)."""
         links = self.backend.prepare(self.node, self.kernel)
         local = tuple(self.kernel.local_networks(self._own_devices))
         context = RoutingContext(self.backend, local, links)
         previous = self.view.context if self.view is not None else None
         if previous == context:
             context = previous  # an unchanged context keeps the view
-        state = self.kernel.read_state()
-        state.entries = self.kernel.read_entries(self.backend.entry_devices(links))
         devices = self.backend.entry_devices(links)
+        state = self.kernel.read_state(devices, known if context is previous else None)
         self.events = EventFilter(
             links=frozenset(self._underlay_links(local)) | devices,
             cluster=tuple(self.cluster_cidrs),
