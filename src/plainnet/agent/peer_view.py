@@ -47,7 +47,7 @@ from plainnet.agent.validation import (
     validate_peers,
 )
 from plainnet.datastore.records import PeerRecord, Record
-from plainnet.ipam.types import IPNetwork
+from plainnet.ipam.types import IPNetwork, address_span
 
 #: Refusals that depend on other records (the earlier claim wins): a change near one
 #: may turn it around, so the view rebuilds instead of updating.
@@ -89,7 +89,7 @@ class _Spans:
 
 
 def _spans_of(record: PeerRecord) -> list[tuple[int, int, int]]:
-    return [(s.version, int(s.network_address), int(s.broadcast_address)) for s in record.subnets]
+    return [(s.version, *address_span(s)) for s in record.subnets]
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
+from operator import itemgetter
 
 from plainnet.agent.backends.base import RoutingContext
 from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
-from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.ipam.types import IPAddress, IPNetwork, address_span
 
 __all__ = ["Refusal", "Validation", "check_record", "printable", "validate_peers"]
 
@@ -268,7 +269,7 @@ class _AddressRules:
         # 10.250.0.0/24) is unusual but works: addresses on such a node network are
         # nodes, not pods.
         self.node_networks = [
-            (*_span(n.network), n.network.version)
+            (*address_span(n.network), n.network.version)
             for n in node_networks(local, cluster_cidrs, own.subnets)
         ]
 
@@ -300,18 +301,20 @@ class _SubnetRules:
         local: tuple[LocalNetwork, ...],
         node_prefixes: Mapping[int, int] | None,
     ) -> None:
-        self.cluster = {c.version: (c, *_span(c)) for c in reversed(cluster_cidrs)}
+        self.cluster = {c.version: (c, *address_span(c)) for c in reversed(cluster_cidrs)}
         self.prefixes = dict(node_prefixes or {})
         #: What no peer subnet may overlap: (version, start, end, reason, what it is).
         self.taken = [
             (
                 n.network.version,
-                *_span(n.network),
+                *address_span(n.network),
                 "local-network",
                 f"network {n.network} of this node ({n.ifname})",
             )
             for n in local
-        ] + [(s.version, *_span(s), "overlap", f"this node's subnet {s}") for s in own.subnets]
+        ] + [
+            (s.version, *address_span(s), "overlap", f"this node's subnet {s}") for s in own.subnets
+        ]
 
     def problem(self, subnet: IPNetwork) -> tuple[str, str] | None:
         version = subnet.version
@@ -322,7 +325,7 @@ class _SubnetRules:
                 f"subnet {subnet} is IPv{version}, but the cluster has no IPv{version} CIDR",
             )
         cluster, low, high = found
-        start, end = _span(subnet)
+        start, end = address_span(subnet)
         if not low <= start <= end <= high:
             return "outside-cluster", f"subnet {subnet} is outside the cluster CIDR {cluster}"
         wanted = self.prefixes.get(version)
@@ -368,13 +371,6 @@ def _rules(
     return rules
 
 
-def _span(network: IPNetwork) -> tuple[int, int]:
-    """First and last address as ints, from the prefix length: ``ipaddress``'s own
-    ``broadcast_address`` builds objects and caches them on each network."""
-    start = int(network.network_address)
-    return start, start + (1 << (network.max_prefixlen - network.prefixlen)) - 1
-
-
 def _resolve_overlaps(
     candidates: list[PeerRecord], own: PeerRecord
 ) -> tuple[list[PeerRecord], list[Refusal]]:
@@ -382,12 +378,8 @@ def _resolve_overlaps(
     address puts overlapping ones next to each other, so only runs of overlapping
     subnets (normally of length one) need a closer look: O(n log n) in all."""
     spans = sorted(
-        (
-            (int(s.network_address), int(s.broadcast_address), s.version, r)
-            for r in candidates
-            for s in r.subnets
-        ),
-        key=lambda span: (span[2], span[0]),
+        ((*address_span(s), s.version, r) for r in candidates for s in r.subnets),
+        key=itemgetter(2, 0),
     )
     losers: dict[str, PeerRecord] = {}
     cluster: list[tuple[int, int, int, PeerRecord]] = []
