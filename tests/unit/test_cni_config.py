@@ -59,3 +59,75 @@ def test_the_installed_conflist_chains_portmap_after_plainnet():
     chain = conflist()
     assert [p["type"] for p in chain["plugins"]] == ["plainnet", "portmap"]
     assert chain["plugins"][1]["capabilities"] == {"portMappings": True}
+
+
+@pytest.mark.parametrize(
+    "container_id",
+    ["with space", "a;b", "../../../etc/passwd", "line\nforged", "ünïcode", "-leading", "x" * 1025],
+)
+def test_container_ids_the_reference_refuses_are_code_4(container_id):
+    with pytest.raises(CniError) as caught:
+        request({**ENV, "CNI_CONTAINERID": container_id})
+    assert caught.value.code == 4 and "invalid characters in containerID" in caught.value.msg
+    assert "\n" not in caught.value.msg
+
+
+@pytest.mark.parametrize("ifname", ["eth 0", "eth:0", ".", "..", "a/b", "tab\there", "x" * 16])
+def test_interface_names_the_reference_refuses_are_code_4(ifname):
+    with pytest.raises(CniError) as caught:
+        request({**ENV, "CNI_IFNAME": ifname})
+    assert caught.value.code == 4 and "CNI_IFNAME" in caught.value.msg
+
+
+def test_a_variable_that_is_not_utf8_is_code_4_by_name():
+    from plainnet.cni.protocol import decode_request, encode_request
+
+    raw = encode_request({"CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_NETNS": "x"}, b"{}")
+    env, _ = decode_request(raw.replace(b"CNI_NETNS=x", b"CNI_NETNS=/run/\xff\xfe"))
+    with pytest.raises(CniError) as caught:
+        parse_request(env, json.dumps(CONFIG).encode())
+    assert caught.value.code == 4 and caught.value.msg == "CNI_NETNS is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("args", "ok"),
+    [
+        ("", True),
+        ("IgnoreUnknown=1;K8S_POD_NAME=web;FOO=bar", True),
+        ("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web", True),
+        ("IgnoreUnknown=1;garbage", True),
+        ("garbage", False),
+        ("FOO=bar", False),
+        ("=x", False),
+    ],
+)
+def test_cni_args_follow_the_reference(args, ok):
+    if ok:
+        assert request({**ENV, "CNI_ARGS": args}).args == args
+    else:
+        with pytest.raises(CniError) as caught:
+            request({**ENV, "CNI_ARGS": args})
+        assert caught.value.code == 4 and "CNI_ARGS" in caught.value.msg
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({**CONFIG, "prevResult": {"ips": "x"}}, "ips must be a list"),
+        ({**CONFIG, "prevResult": {"ips": [{"address": "nonsense"}]}}, "no valid address"),
+        (
+            {**CONFIG, "prevResult": {"ips": [{"address": "10.0.0.2/24", "interface": 3}]}},
+            "names no interface",
+        ),
+        ({**CONFIG, "prevResult": {"interfaces": [{"mac": "x"}]}}, "has no name"),
+        ({**CONFIG, "prevResult": {"routes": [{"gw": "10.0.0.1"}]}}, "no valid dst"),
+        ({**CONFIG, "prevResult": {"dns": []}}, "dns must be an object"),
+        ({**CONFIG, "prevResult": []}, "not an object"),
+        ({k: v for k, v in CONFIG.items() if k != "type"}, "no type"),
+        ({**CONFIG, "name": "bad name;"}, "invalid characters in network name"),
+    ],
+)  # fmt: skip
+def test_malformed_configuration_is_code_7(config, words):
+    with pytest.raises(CniError) as caught:
+        request(config=config)
+    assert caught.value.code == 7 and words in caught.value.msg

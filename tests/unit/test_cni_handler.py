@@ -6,7 +6,15 @@ from ipaddress import ip_network
 
 import pytest
 
-from plainnet.cni.dataplane import DataplaneError, PodLink, host_veth_name
+from plainnet.cni.dataplane import (
+    VETH_ALIAS,
+    DataplaneError,
+    ForeignDeviceError,
+    HostVeth,
+    PodLink,
+    bridge_mac,
+    host_veth_name,
+)
 from plainnet.cni.handler import CniHandler
 from plainnet.cni.protocol import decode_request, encode_request
 from plainnet.node_state import NodeState
@@ -23,24 +31,33 @@ CONFIG = {"cniVersion": "1.1.0", "name": "plainnet", "type": "plainnet"}
 
 class FakeDataplane:
     def __init__(self) -> None:
-        self.veths: dict[str, list] = {}
+        self.veths: dict[str, str] = {}  # host veth -> alias
         self.fail_setup = False
+        self.foreign: set[str] = set()  # bridge names another device holds
         self.masqueraded: list = []
 
-    def attach_pod(self, bridge, gateways, mtu, netns, ifname, host_name, addresses, hairpin):
+    def ensure_bridge(self, bridge, gateways, mtu):
+        if bridge in self.foreign:
+            raise ForeignDeviceError(f"{bridge} is a physical device, not plainnet's pod bridge")
         self.bridge = (bridge, sorted(map(str, gateways)), mtu)
-        self.veths[host_name] = addresses
+        return 7, bridge_mac(gateways)
+
+    def attach_pod(
+        self, bridge_index, mtu, netns, ifname, host_name, addresses, gateways, hairpin, network
+    ):
+        self.veths[host_name] = VETH_ALIAS + network
         if self.fail_setup:
             raise DataplaneError("RTNETLINK answers: File exists")
-        return "0a:58:0a:f4:01:01", PodLink(host_name, "aa:00:00:00:00:01", "aa:00:00:00:00:02")
+        return PodLink(host_name, "aa:00:00:00:00:01", "aa:00:00:00:00:02")
 
     def remove_host_veth(self, host_name):
         return self.veths.pop(host_name, None) is not None
 
-    def bridge_ports(self, bridge):
-        return [*self.veths, "eth1"]
+    def host_veths(self):
+        return [HostVeth(name, alias) for name, alias in self.veths.items()]
 
     def check_pod(self, netns, ifname, host_name, bridge, addresses, gateways):
+        self.checked = addresses
         return [] if host_name in self.veths else [f"node-side interface {host_name} is missing"]
 
     def ensure_masquerade(self, cluster_cidrs):
@@ -74,7 +91,7 @@ def test_add_hands_out_one_address_per_family_and_reports_the_bridge(handler):
     assert code == 0, result
     assert [ip["address"] for ip in result["ips"]] == ["10.244.1.2/24", "fd00:10:0:1::2/64"]
     assert {ip["gateway"] for ip in result["ips"]} == {"10.244.1.1", "fd00:10:0:1::1"}
-    assert result["interfaces"][0] == {"name": "cbr0", "mac": "0a:58:0a:f4:01:01"}
+    assert result["interfaces"][0] == {"name": "cbr0", "mac": "0a:58:0a:f4:01:01"}  # its own
     assert handler.dataplane.bridge[2] == 1450  # the node's pod MTU
     assert handler.dataplane.masqueraded == [list(NODE.cluster_cidrs)]
     assert call(handler, "ADD", "c2")[1]["ips"][0]["address"] == "10.244.1.3/24"
@@ -120,3 +137,53 @@ def test_version_comes_from_the_protocol_definition(handler):
         "cniVersion": "1.1.0",
         "supportedVersions": ["1.0.0", "1.1.0"],
     }
+
+
+def test_a_bridge_name_another_device_holds_is_code_7_and_nothing_is_taken(handler):
+    handler.dataplane.foreign.add("eth0")
+    code, error = call(handler, "ADD", config=dict(CONFIG, bridge="eth0"))
+    assert (code, error["code"]) == (1, 7) and "not plainnet's pod bridge" in error["msg"]
+    assert [list(pool.reservations()) for pool in handler._pools(NODE)] == [[], []]
+    assert handler.dataplane.veths == {}
+
+
+def test_gc_of_one_network_never_touches_another(handler):
+    other = dict(CONFIG, name="othernet")
+    call(handler, "ADD", "p1")  # network plainnet
+    call(handler, "ADD", "o1", config=other, CNI_IFNAME="net1")
+    call(handler, "ADD", "o2", config=other, CNI_IFNAME="net1")
+    # an ADD of othernet killed after making its veth, before attaching it: no alias yet
+    call(handler, "ADD", "o3", config=other, CNI_IFNAME="net1")
+    handler.dataplane.veths[host_veth_name("o3", "net1")] = ""
+    valid = [{"containerID": "o1", "ifname": "net1"}]
+    assert call(handler, "GC", config=dict(other, **{"cni.dev/valid-attachments": valid})) == (
+        0,
+        None,
+    )
+    held = {r.owner.container_id for pool in handler._pools(NODE) for r in pool.reservations()}
+    assert held == {"p1", "o1"}, "plainnet's p1 untouched, othernet's stale o2 and o3 gone"
+    assert set(handler.dataplane.veths) == {
+        host_veth_name("p1", "eth0"),
+        host_veth_name("o1", "net1"),
+    }
+
+
+def test_check_after_loopback_checks_only_its_own_interface(handler):
+    _, result = call(handler, "ADD")
+    # what libcni hands plainnet's CHECK after loopback: loopback's interface and address first
+    loopback = {"interfaces": [{"name": "lo", "sandbox": "/run/netns/pod"}],
+                "ips": [{"address": "127.0.0.1/8", "interface": 0}]}  # fmt: skip
+    shift = len(loopback["interfaces"])
+    chained = {
+        **result,
+        "interfaces": loopback["interfaces"] + result["interfaces"],
+        "ips": loopback["ips"]
+        + [{**ip, "interface": ip["interface"] + shift} for ip in result["ips"]],
+    }
+    assert call(handler, "CHECK", config=dict(CONFIG, prevResult=chained)) == (0, None)
+    assert {str(a) for a in handler.dataplane.checked} == {"10.244.1.2/24", "fd00:10:0:1::2/64"}
+
+
+def test_a_malformed_prev_result_is_never_copied_into_a_result(handler):
+    code, error = call(handler, "ADD", config=dict(CONFIG, prevResult={"ips": "x"}))
+    assert (code, error["code"]) == (1, 7)

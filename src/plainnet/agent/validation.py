@@ -43,19 +43,9 @@ from plainnet.agent.backends.base import RoutingContext
 from plainnet.agent.local_networks import LocalNetwork, node_networks
 from plainnet.datastore.records import InvalidRecord, PeerRecord, Record
 from plainnet.ipam.types import IPAddress, IPNetwork, address_span
+from plainnet.text import LOG_LIMIT, printable
 
 __all__ = ["Refusal", "Validation", "check_record", "printable", "validate_peers"]
-
-#: The longest piece of peer-supplied text a log line carries.
-LOG_LIMIT = 200
-
-
-def printable(text: str, limit: int = LOG_LIMIT) -> str:
-    """``text`` safe for one log line: non-printable characters escaped, capped."""
-    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    if len(escaped) > limit:
-        return f"{escaped[:limit]}... ({len(escaped)} characters)"
-    return escaped
 
 
 @dataclass(frozen=True)

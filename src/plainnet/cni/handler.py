@@ -21,9 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from plainnet.cni.config import CniRequest, parse_request
-from plainnet.cni.dataplane import DataplaneError, PodDataplane, host_veth_name
+from plainnet.cni.dataplane import (
+    VETH_ALIAS,
+    DataplaneError,
+    ForeignDeviceError,
+    PodDataplane,
+    host_veth_name,
+)
 from plainnet.cni.errors import (
     CHECK_FAILED,
+    INVALID_NETWORK_CONFIG,
     PLUGIN_NOT_AVAILABLE,
     SETUP_FAILED,
     TRY_AGAIN_LATER,
@@ -35,6 +42,7 @@ from plainnet.ipam.file_store import FilePodAddressStore, store_directory
 from plainnet.ipam.pod_addresses import Owner, PodAddressAllocator, Reservation, first_usable
 from plainnet.ipam.types import IPNetwork
 from plainnet.node_state import NodeState, read_node_state
+from plainnet.text import printable
 
 log = logging.getLogger("plainnet.cni")
 
@@ -75,14 +83,14 @@ class CniHandler:
         except CniError as error:
             log.warning(
                 "CNI %s %s: %s %s",
-                env.get("CNI_COMMAND"),
-                env.get("CNI_CONTAINERID"),
-                error.msg,
-                error.details,
+                printable(env.get("CNI_COMMAND", ""), 20),
+                printable(env.get("CNI_CONTAINERID", ""), 80),
+                printable(error.msg),
+                printable(error.details),
             )
             return 1, error.to_json(version)
         except Exception as exc:
-            log.exception("CNI %s failed", env.get("CNI_COMMAND"))
+            log.exception("CNI %s failed", printable(env.get("CNI_COMMAND", ""), 20))
             return 1, CniError(SETUP_FAILED, "plainnet failed", str(exc)).to_json(version)
 
     def version(self) -> bytes:
@@ -95,29 +103,39 @@ class CniHandler:
         config = request.config
         mtu = config.mtu or node.mtu
         pools = self._pools(node)
+        gateways = [ip_interface(f"{first_usable(p.subnet)}/{p.subnet.prefixlen}") for p in pools]
+        dataplane = self.dataplane
+        try:
+            # First: a bridge name that is another device's is refused before any change.
+            bridge_index, bridge_mac = dataplane.ensure_bridge(config.bridge, gateways, mtu)
+        except ForeignDeviceError as exc:
+            raise CniError(INVALID_NETWORK_CONFIG, str(exc)) from None
+        except (DataplaneError, OSError) as exc:
+            raise CniError(
+                SETUP_FAILED, f"could not set up bridge {config.bridge}", str(exc)
+            ) from None
         addresses = []
         try:
             for pool in pools:
-                address = pool.allocate(request.container_id, request.ifname)
+                address = pool.allocate(request.container_id, request.ifname, config.name)
                 addresses.append(ip_interface(f"{address}/{pool.subnet.prefixlen}"))
         except IpamError as exc:
             self._release(pools, request)
             raise CniError(TRY_AGAIN_LATER, str(exc)) from None
-        gateways = [ip_interface(f"{first_usable(p.subnet)}/{p.subnet.prefixlen}") for p in pools]
         host_name = host_veth_name(request.container_id, request.ifname)
-        dataplane = self.dataplane
         try:
             if config.masquerade:
                 self._ensure_masquerade(node)
-            bridge_mac, link = dataplane.attach_pod(
-                config.bridge,
-                gateways,
+            link = dataplane.attach_pod(
+                bridge_index,
                 mtu,
                 request.netns,
                 request.ifname,
                 host_name,
                 addresses,
+                [g.ip for g in gateways],
                 config.hairpin,
+                config.name,
             )
         except (DataplaneError, OSError) as exc:
             self._release(pools, request)
@@ -126,7 +144,9 @@ class CniHandler:
             except DataplaneError as cleanup:
                 log.warning("could not remove %s after a failed ADD: %s", host_name, cleanup)
             raise CniError(
-                SETUP_FAILED, f"could not set up {request.ifname} in {request.netns}", str(exc)
+                SETUP_FAILED,
+                f"could not set up {request.ifname} in {printable(request.netns, 80)}",
+                str(exc),
             ) from None
         log.info(
             "ADD %s %s: %s",
@@ -227,19 +247,36 @@ class CniHandler:
         return b""
 
     def gc(self, request: CniRequest) -> bytes:
+        """Release the reservations and remove the node-side veths of this network that
+        no valid attachment holds — attached to the bridge or not (an ADD killed between
+        making the veth and attaching it leaves one outside the bridge) — and nothing of
+        any other network's."""
+        network = request.config.name
         valid = set(request.config.valid_attachments or [])
         node = self._last_known_node()
-        released = []
-        if node is not None:
-            for pool in self._pools(node) + self._lost_pools(node):
-                released.extend(pool.garbage_collect(valid))
+        pools = self._pools(node) + self._lost_pools(node) if node is not None else []
+        # Before the release: an unattached veth has no alias yet, but its reservation
+        # (made before the veth) names its network.
+        reserved = {
+            host_veth_name(r.owner.container_id, r.owner.ifname)
+            for pool in pools
+            for r in pool.reservations()
+            if r.owner.network == network
+        }
+        released = [a for pool in pools for a in pool.garbage_collect(valid, network)]
         keep = {host_veth_name(c, i) for c, i in valid}
         removed = []
-        for name in self.dataplane.bridge_ports(request.config.bridge):
-            if name and name.startswith("pn") and name not in keep:
-                self.dataplane.remove_host_veth(name)
-                removed.append(name)
-        log.info("GC: released %d addresses, removed %d interfaces", len(released), len(removed))
+        for veth in self.dataplane.host_veths():
+            ours = veth.alias == VETH_ALIAS + network or (not veth.alias and veth.name in reserved)
+            if ours and veth.name not in keep:
+                self.dataplane.remove_host_veth(veth.name)
+                removed.append(veth.name)
+        log.info(
+            "GC %s: released %d addresses, removed %d interfaces",
+            network,
+            len(released),
+            len(removed),
+        )
         return b""
 
     # --- helpers --------------------------------------------------------------------------
@@ -300,8 +337,16 @@ class CniHandler:
                 self._masqueraded = wanted
 
     def _prev_addresses(self, request: CniRequest) -> list[Any]:
+        """The prevResult's addresses of this plugin's own interface (the pod's
+        ``ifname`` in its sandbox): an earlier plugin's (``loopback``'s 127.0.0.1) are
+        not plainnet's to check. (The shape was checked when the request was parsed.)"""
         prev = request.config.prev_result or {}
-        try:
-            return [ip_interface(ip["address"]) for ip in prev.get("ips", [])]
-        except (KeyError, ValueError, TypeError):
-            return []
+        interfaces = prev.get("interfaces", [])
+        own = {
+            index
+            for index, entry in enumerate(interfaces)
+            if entry.get("name") == request.ifname and entry.get("sandbox")
+        }
+        return [
+            ip_interface(ip["address"]) for ip in prev.get("ips", []) if ip.get("interface") in own
+        ]

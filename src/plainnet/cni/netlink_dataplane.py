@@ -20,7 +20,17 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from plainnet.cni import masquerade
-from plainnet.cni.dataplane import DataplaneError, Interface, PodLink
+from plainnet.cni.dataplane import (
+    BRIDGE_ALIAS,
+    HOST_VETH,
+    VETH_ALIAS,
+    DataplaneError,
+    ForeignDeviceError,
+    HostVeth,
+    Interface,
+    PodLink,
+    bridge_mac,
+)
 from plainnet.interfaces import add_address
 from plainnet.ipam.types import IPAddress, IPNetwork
 from plainnet.namespaces import thread_in_namespace
@@ -31,40 +41,47 @@ _bridge_lock = threading.Lock()
 class NetlinkDataplane:
     """:class:`PodDataplane` on the kernel: pyroute2, and ``nft`` for masquerade."""
 
+    def ensure_bridge(self, bridge: str, gateways: list[Interface], mtu: int) -> tuple[int, str]:
+        with _host() as host:
+            return ensure_bridge(host, bridge, gateways, mtu)
+
     def attach_pod(
         self,
-        bridge: str,
-        gateways: list[Interface],
+        bridge_index: int,
         mtu: int,
         netns: str,
         ifname: str,
         host_name: str,
         addresses: list[Interface],
+        gateways: list[IPAddress],
         hairpin: bool,
-    ) -> tuple[str, PodLink]:
+        network: str,
+    ) -> PodLink:
         with _host() as host:  # one netlink socket for the whole ADD
-            bridge_index, bridge_mac = ensure_bridge(host, bridge, gateways, mtu)
-            link = setup_pod(
+            return setup_pod(
                 host,
                 netns,
                 ifname,
                 host_name,
                 bridge_index,
                 addresses,
-                [g.ip for g in gateways],
+                gateways,
                 mtu,
                 hairpin,
+                VETH_ALIAS + network,
             )
-            return bridge_mac, link
 
     def remove_host_veth(self, host_name: str) -> bool:
         with _host() as host:
             return remove_host_veth(host, host_name)
 
-    def bridge_ports(self, bridge: str) -> list[str]:
+    def host_veths(self) -> list[HostVeth]:
         with _host() as host:
-            found = host.link_lookup(ifname=bridge)
-            return bridge_ports(host, found[0]) if found else []
+            return [
+                HostVeth(name, link.get("ifalias") or "")
+                for link in host.link("dump")
+                if HOST_VETH.fullmatch(name := link.get("ifname") or "") and _kind(link) == "veth"
+            ]
 
     def check_pod(
         self,
@@ -105,22 +122,38 @@ def pod_netlink(netns_path: str) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def _kind(link) -> str | None:
+    info = link.get("linkinfo")
+    return info.get("kind") if info is not None else None
+
+
 def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[int, str]:
-    """Create or repair the bridge: present, up, MTU, gateway addresses. Idempotent and
-    safe under concurrent ADDs. Returns (ifindex, MAC)."""
+    """Create or repair the bridge: present, its fixed MAC, up, MTU, gateway addresses.
+    Idempotent and safe under concurrent ADDs. Returns (ifindex, MAC). A device of that
+    name that is not plainnet's bridge is refused before anything changes."""
+    mac = bridge_mac(gateways)
     with _bridge_lock:
         found = ipr.link_lookup(ifname=name)
         if not found:
             try:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu, address=mac)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
             found = ipr.link_lookup(ifname=name)
         index = found[0]
         link = ipr.link("get", index=index)[0]
+        if link.get("ifalias") != BRIDGE_ALIAS:
+            _adopt_bridge(ipr, link, name)
+        changes: dict[str, object] = {}
         if link.get("mtu") != mtu:
-            ipr.link("set", index=index, mtu=mtu)
+            changes["mtu"] = mtu
+        if link.get("address") != mac:
+            changes["address"] = mac  # a bridge from before the fixed MAC, or changed
+        if not link["flags"] & 1:
+            changes["state"] = "up"
+        if changes:
+            ipr.link("set", index=index, **changes)
         present = {(a.get("address"), a["prefixlen"]) for a in ipr.addr("dump", index=index)}
         for gateway in gateways:
             if (str(gateway.ip), gateway.network.prefixlen) not in present:
@@ -131,9 +164,32 @@ def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[in
         for address, prefixlen in present - wanted:
             if address and not ip_address(address).is_link_local:
                 ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
-        if not link["flags"] & 1:
-            ipr.link("set", index=index, state="up")
-        return index, link.get("address")
+        return index, mac
+
+
+def _adopt_bridge(ipr: IPRoute, link, name: str) -> None:
+    """Mark a bridge plainnet may use as its own — one just made, or one made before the
+    mark existed (its ports are all pod veths) — or refuse the device: ``"bridge":
+    "eth0"`` put the pod gateways on the node's uplink."""
+    kind = _kind(link)
+    if kind != "bridge":
+        raise ForeignDeviceError(
+            f"{name} is a {kind or 'physical'} device, not plainnet's pod bridge; "
+            'set "bridge" in the network configuration to a name no device has'
+        )
+    alias = link.get("ifalias")
+    others = [
+        port.get("ifname")
+        for port in ipr.link("dump")
+        if port.get("master") == link["index"] and not HOST_VETH.fullmatch(port.get("ifname") or "")
+    ]
+    if alias or others:
+        held = f"ports {', '.join(map(str, others))}" if others else f"alias {alias!r}"
+        raise ForeignDeviceError(
+            f"bridge {name} is not plainnet's (it has {held}); "
+            'set "bridge" in the network configuration to a name no device has'
+        )
+    ipr.link("set", index=link["index"], ifalias=BRIDGE_ALIAS)
 
 
 def setup_pod(
@@ -146,8 +202,11 @@ def setup_pod(
     gateways: list[IPAddress],
     mtu: int,
     hairpin: bool,
+    alias: str,
 ) -> PodLink:
-    """Create (or, after a retried ADD, repair) the veth pair and configure the pod side."""
+    """Create (or, after a retried ADD, repair) the veth pair and configure the pod side.
+    The node side gets ``alias`` (its network) as it is attached: GC of one network
+    never touches another's."""
     netns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if host.link_lookup(ifname=host_name):
@@ -162,7 +221,7 @@ def setup_pod(
     finally:
         os.close(netns_fd)
     index = host.link_lookup(ifname=host_name)[0]
-    host.link("set", index=index, master=bridge_index, state="up")
+    host.link("set", index=index, master=bridge_index, state="up", ifalias=alias)
     if hairpin:
         host.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE: hairpin
     host_link = host.link("get", index=index)[0]
@@ -190,10 +249,6 @@ def remove_host_veth(host: IPRoute, host_name: str) -> bool:
         if exc.code in (errno.ENODEV, errno.ENOENT):
             return False
         raise
-
-
-def bridge_ports(host: IPRoute, bridge_index: int) -> list[str]:
-    return [link.get("ifname") for link in host.link("dump") if link.get("master") == bridge_index]
 
 
 def check_pod(

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from plainnet.cni.errors import INVALID_NETWORK_CONFIG, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER
+
 SOCKET_NAME = "plainnet-cni"  # abstract: no path, one per network namespace
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 MAX_REQUEST = 1 << 20
-TRY_AGAIN_LATER = 11  # the CNI code for "the agent is not there (yet)"
 
 
 def socket_address() -> str:
@@ -41,8 +42,8 @@ def encode_request(env: Mapping[str, str], stdin: bytes) -> bytes:
 
 
 def decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
-    """The environment and stdin of a request; undecodable environment entries are
-    dropped (the request parser then reports what is missing)."""
+    """The environment and stdin of a request. Bytes that are not UTF-8 are kept as
+    surrogate escapes, so the request parser can refuse the variable by name."""
     env_block, separator, stdin = data.partition(b"\0\0")
     if not separator:  # no CNI_ variable at all: the block is just the terminator
         env_block, stdin = b"", data[1:] if data[:1] == b"\0" else data
@@ -50,10 +51,7 @@ def decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
     for entry in env_block.split(b"\0"):
         key, equals, value = entry.partition(b"=")
         if equals:
-            try:
-                env[key.decode()] = value.decode()
-            except UnicodeDecodeError:
-                continue
+            env[key.decode(errors="surrogateescape")] = value.decode(errors="surrogateescape")
     return env, stdin
 
 
@@ -68,6 +66,9 @@ def shim_defines() -> list[str]:
         f"-DVERSION_ANSWER={json.dumps(version_answer())}",
         f"-DLATEST_VERSION={json.dumps(LATEST_VERSION)}",
         f"-DTRY_AGAIN_LATER={TRY_AGAIN_LATER}",
+        f"-DPLUGIN_NOT_AVAILABLE={PLUGIN_NOT_AVAILABLE}",
+        f"-DINVALID_NETWORK_CONFIG={INVALID_NETWORK_CONFIG}",
+        f"-DMAX_REQUEST={MAX_REQUEST}",
     ]
 
 
@@ -78,27 +79,45 @@ if os.environ.get("CNI_COMMAND") == "VERSION":
     print(VERSION_ANSWER)
     sys.exit(0)
 config = sys.stdin.buffer.read()
+try:
+    version = json.loads(config).get("cniVersion", LATEST_VERSION)
+except (ValueError, AttributeError):
+    version = LATEST_VERSION
+
+
+def fail(code, msg, details):
+    print(json.dumps({"cniVersion": version, "code": code, "msg": msg, "details": details}))
+    sys.exit(1)
+
+
+if len(config) > MAX_REQUEST:
+    fail(INVALID_NETWORK_CONFIG, "network configuration too large", f"at most {MAX_REQUEST} bytes")
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     sock.connect("\\0" + SOCKET_NAME)
 except OSError as exc:
-    try:
-        version = json.loads(config).get("cniVersion", LATEST_VERSION)
-    except ValueError:
-        version = LATEST_VERSION
-    print(json.dumps({"cniVersion": version, "code": TRY_AGAIN_LATER,
-                      "msg": "plainnet agent is not running on this node",
-                      "details": f"connect to @{SOCKET_NAME}: {exc.strerror}"}))
-    sys.exit(1)
-env = b"".join(f"{k}={v}".encode() + b"\\0" for k, v in os.environ.items() if k.startswith("CNI_"))
-sock.sendall(env + b"\\0" + config)
-sock.shutdown(socket.SHUT_WR)
+    status = os.environ.get("CNI_COMMAND") == "STATUS"
+    fail(PLUGIN_NOT_AVAILABLE if status else TRY_AGAIN_LATER,
+         "plainnet agent is not running on this node",
+         f"connect to @{SOCKET_NAME}: {exc.strerror}; start the agent (plainnet agent) and retry")
+env = b"".join(k + b"=" + v + b"\\0" for k, v in os.environb.items() if k.startswith(b"CNI_"))
 answer = b""
-while chunk := sock.recv(65536):
-    answer += chunk
-code, _, out = answer.partition(b"\\n")
+try:
+    sock.sendall(env + b"\\0" + config)
+    sock.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # the agent may have answered before it closed: read on
+try:
+    while chunk := sock.recv(65536):
+        answer += chunk
+except OSError:
+    pass
+code, newline, out = answer.partition(b"\\n")
+if not newline:
+    fail(TRY_AGAIN_LATER, "plainnet agent went away; retry",
+         "the agent closed the connection without an answer")
 sys.stdout.buffer.write(out)
-sys.exit(int(code or str(TRY_AGAIN_LATER).encode()))
+sys.exit(int(code))
 '''
 
 
@@ -109,7 +128,9 @@ def python_client() -> str:
         f"VERSION_ANSWER = {version_answer()!r}\n"
         f"LATEST_VERSION = {LATEST_VERSION!r}\n"
         f"TRY_AGAIN_LATER = {TRY_AGAIN_LATER}\n"
+        f"PLUGIN_NOT_AVAILABLE = {PLUGIN_NOT_AVAILABLE}\n"
+        f"INVALID_NETWORK_CONFIG = {INVALID_NETWORK_CONFIG}\n"
+        f"MAX_REQUEST = {MAX_REQUEST}\n"
     )
-    head, _, body = _PYTHON_CLIENT.partition('"""\n')
-    docstring, _, code = body.partition('"""\n')
-    return f'{head}"""\n{docstring}"""\n{constants}{code}'
+    shebang, docstring, code = _PYTHON_CLIENT.split("\n", 2)
+    return f"{shebang}\n{docstring}\n{constants}{code}"

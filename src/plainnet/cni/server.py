@@ -17,19 +17,31 @@ import os
 import socket
 import socketserver
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plainnet.cni.protocol import MAX_REQUEST, decode_request, encode_answer, socket_address
+from plainnet.cni.errors import INVALID_NETWORK_CONFIG, CniError
+from plainnet.cni.protocol import (
+    LATEST_VERSION,
+    MAX_REQUEST,
+    decode_request,
+    encode_answer,
+    socket_address,
+)
 from plainnet.errors import PlainnetError
 from plainnet.node_state import NodeState
+from plainnet.text import printable
 
 if TYPE_CHECKING:
     from plainnet.cni.handler import CniHandler
 
 log = logging.getLogger("plainnet.cni.server")
+
+#: Room for the CNI_* environment beside a configuration of MAX_REQUEST bytes.
+ENVIRONMENT_ALLOWANCE = 64 * 1024
 
 
 class _RequestHandler(socketserver.BaseRequestHandler):
@@ -46,11 +58,20 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             log.warning("refused CNI request from pid %d uid %d: not root", pid, uid)
             return
         data = bytearray()
-        while len(data) < MAX_REQUEST:
+        limit = MAX_REQUEST + ENVIRONMENT_ALLOWANCE
+        while len(data) <= limit:
             chunk = connection.recv(65536)
             if not chunk:
                 break
             data += chunk
+        if len(data) > limit:  # answered at once: the shim reads it after its write fails
+            error = CniError(
+                INVALID_NETWORK_CONFIG,
+                "network configuration too large",
+                f"at most {MAX_REQUEST} bytes",
+            )
+            connection.sendall(encode_answer(1, error.to_json(LATEST_VERSION)))
+            return
         env, stdin = decode_request(bytes(data))
         code, out = self.server.handler().handle(env, stdin)
         connection.sendall(encode_answer(code, out))
@@ -83,6 +104,12 @@ class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 f"another plainnet agent running on this node?"
             ) from None
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line, not socketserver's traceback on stderr: a plugin killed mid-request
+        (the runtime timed out) is ordinary."""
+        error = sys.exc_info()[1]
+        log.warning("CNI request ended early: %s", printable(str(error)))
 
     def handler(self) -> CniHandler:
         with self._handler_lock:

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,8 @@
 /* The protocol's constants come from plainnet/cni/protocol.py, as -D definitions
  * (`plainnet cni install` passes them); they are defined nowhere else. */
 #if !defined(SOCKET_NAME) || !defined(VERSION_ANSWER) || !defined(LATEST_VERSION) || \
-    !defined(TRY_AGAIN_LATER)
+    !defined(TRY_AGAIN_LATER) || !defined(PLUGIN_NOT_AVAILABLE) || !defined(MAX_REQUEST) || \
+    !defined(INVALID_NETWORK_CONFIG)
 #error "compile with the -D definitions of plainnet.cni.protocol.shim_defines()"
 #endif
 #define STR_(x) #x
@@ -76,7 +78,17 @@ static void config_version(const char *config, size_t length, char *out, size_t 
     if (p < end && *p == '"' && p > start) snprintf(out, size, "%.*s", (int)(p - start), start);
 }
 
+/* A CNI error result on stdout; exit code 1. */
+static int fail(const char *version, int code, const char *msg, const char *details) {
+    printf("{\"cniVersion\":\"%s\",\"code\":%d,\"msg\":\"%s\",\"details\":\"%s\"}\n", version,
+           code, msg, details);
+    return 1;
+}
+
 int main(void) {
+    /* A write to an agent that has closed the connection (it answered early, or died)
+     * must fail with EPIPE, not kill the plugin without an answer. */
+    signal(SIGPIPE, SIG_IGN);
     const char *command = getenv("CNI_COMMAND");
     if (command && strcmp(command, "VERSION") == 0) {
         printf("%s\n", VERSION_ANSWER);
@@ -84,35 +96,40 @@ int main(void) {
     }
     size_t config_length = 0;
     char *config = read_all(0, &config_length);
-    if (!config) return 5;
+    if (!config) return fail(LATEST_VERSION, 5, "cannot read the network configuration", "");
+    char version[32];
+    config_version(config, config_length, version, sizeof version);
+    if (config_length > MAX_REQUEST)
+        return fail(version, INVALID_NETWORK_CONFIG, "network configuration too large",
+                    "at most " STR(MAX_REQUEST) " bytes");
 
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un address = {.sun_family = AF_UNIX};
     memcpy(address.sun_path + 1, SOCKET_NAME, sizeof(SOCKET_NAME) - 1);
     socklen_t address_length = offsetof(struct sockaddr_un, sun_path) + 1 + sizeof(SOCKET_NAME) - 1;
     if (sock < 0 || connect(sock, (struct sockaddr *)&address, address_length) < 0) {
-        char version[32];
-        config_version(config, config_length, version, sizeof version);
-        printf("{\"cniVersion\":\"%s\",\"code\":" STR(TRY_AGAIN_LATER) ",\"msg\":\"plainnet agent is not running on "
-               "this node\",\"details\":\"connect to @" SOCKET_NAME ": %s; start the agent "
-               "(plainnet agent) and retry\"}\n", version, strerror(errno));
-        return 1;
+        char details[160];
+        snprintf(details, sizeof details,
+                 "connect to @" SOCKET_NAME ": %s; start the agent (plainnet agent) and retry",
+                 strerror(errno));
+        /* STATUS asks whether the plugin can serve: CNI 1.1 has a code for "it cannot". */
+        int code = command && strcmp(command, "STATUS") == 0 ? PLUGIN_NOT_AVAILABLE : TRY_AGAIN_LATER;
+        return fail(version, code, "plainnet agent is not running on this node", details);
     }
-    for (char **entry = environ; *entry; entry++) {
-        if (strncmp(*entry, "CNI_", 4) == 0 && write_all(sock, *entry, strlen(*entry) + 1) < 0)
-            return 5;
+    int sent = 0;
+    for (char **entry = environ; *entry && sent == 0; entry++) {
+        if (strncmp(*entry, "CNI_", 4) == 0) sent = write_all(sock, *entry, strlen(*entry) + 1);
     }
-    if (write_all(sock, "", 1) < 0 || write_all(sock, config, config_length) < 0) return 5;
+    if (sent == 0 && write_all(sock, "", 1) == 0) write_all(sock, config, config_length);
+    /* Even if a write failed, the agent may have answered before it closed: read on. */
     shutdown(sock, SHUT_WR);
 
     size_t answer_length = 0;
     char *answer = read_all(sock, &answer_length);
     char *newline = answer ? memchr(answer, '\n', answer_length) : NULL;
-    if (!newline) {
-        printf("{\"cniVersion\":\"" LATEST_VERSION "\",\"code\":" STR(TRY_AGAIN_LATER)
-               ",\"msg\":\"plainnet agent closed the connection without an answer\"}\n");
-        return 1;
-    }
+    if (!newline)
+        return fail(version, TRY_AGAIN_LATER, "plainnet agent went away; retry",
+                    "the agent closed the connection without an answer");
     int code = atoi(answer);
     size_t head = (size_t)(newline - answer) + 1;
     write_all(1, answer + head, answer_length - head);

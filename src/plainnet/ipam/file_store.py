@@ -28,7 +28,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from plainnet.ipam.errors import IpamError
-from plainnet.ipam.pod_addresses import Owner, PodAddressState
+from plainnet.ipam.pod_addresses import LEGACY_NETWORK, Owner, PodAddressState
 from plainnet.ipam.types import IPNetwork
 
 STATE_FILE = "reservations.json"
@@ -87,7 +87,11 @@ class FilePodAddressStore:
             last = document.get("last_reserved")
             return PodAddressState(
                 reservations={
-                    ip_address(address): Owner(record["container_id"], record["ifname"])
+                    ip_address(address): Owner(
+                        record["container_id"],
+                        record["ifname"],
+                        record.get("network", LEGACY_NETWORK),
+                    )
                     for address, record in document["reservations"].items()
                 },
                 last_reserved=ip_address(last) if last else None,
@@ -122,7 +126,11 @@ def _serialise(state: PodAddressState) -> str:
         "version": FORMAT_VERSION,
         "last_reserved": str(state.last_reserved) if state.last_reserved else None,
         "reservations": {
-            str(address): {"container_id": owner.container_id, "ifname": owner.ifname}
+            str(address): {
+                "container_id": owner.container_id,
+                "ifname": owner.ifname,
+                "network": owner.network,
+            }
             for address, owner in sorted(state.reservations.items())
         },
     }

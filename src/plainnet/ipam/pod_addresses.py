@@ -25,13 +25,20 @@ from typing import Protocol
 from plainnet.ipam.errors import AddressExhaustedError, IpamError
 from plainnet.ipam.types import IPAddress, IPNetwork
 
+#: The network a reservation written before reservations named theirs belongs to: the
+#: network ``plainnet cni install`` configures.
+LEGACY_NETWORK = "plainnet"
+
 
 @dataclass(frozen=True, order=True)
 class Owner:
-    """Who holds a pod address: the container and the interface inside it."""
+    """Who holds a pod address: the container and the interface inside it (which tell
+    one attachment from every other), and the CNI network it was handed out for (so GC
+    of one network never releases another's)."""
 
     container_id: str
     ifname: str
+    network: str = field(default=LEGACY_NETWORK, compare=False)
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,9 @@ class PodAddressAllocator:
     def gateway(self) -> IPAddress:
         return first_usable(self.subnet)
 
-    def allocate(self, container_id: str, ifname: str) -> IPAddress:
+    def allocate(self, container_id: str, ifname: str, network: str = LEGACY_NETWORK) -> IPAddress:
         """The address of (container_id, ifname): the one it holds, or a new one."""
-        owner = _owner(container_id, ifname)
+        owner = _owner(container_id, ifname, network)
         with self.store.transaction() as state:
             existing = state.address_of(owner)
             if existing is not None and existing in self.subnet:
@@ -159,14 +166,17 @@ class PodAddressAllocator:
                 del state.reservations[address]
             return sorted(released)
 
-    def garbage_collect(self, valid: set[tuple[str, str]]) -> list[IPAddress]:
-        """Release every reservation whose (container id, interface) is not in ``valid``:
-        the leak a crash or reboot leaves behind when DEL never ran."""
+    def garbage_collect(
+        self, valid: set[tuple[str, str]], network: str = LEGACY_NETWORK
+    ) -> list[IPAddress]:
+        """Release every reservation of ``network`` whose (container id, interface) is
+        not in ``valid``: the leak a crash or reboot leaves behind when DEL never ran.
+        Another network's reservations are not this GC's business (CNI 1.1)."""
         with self.store.transaction() as state:
             stale = [
                 address
                 for address, owner in state.reservations.items()
-                if (owner.container_id, owner.ifname) not in valid
+                if owner.network == network and (owner.container_id, owner.ifname) not in valid
             ]
             for address in stale:
                 del state.reservations[address]
@@ -179,7 +189,7 @@ class PodAddressAllocator:
             ]
 
 
-def _owner(container_id: str, ifname: str) -> Owner:
+def _owner(container_id: str, ifname: str, network: str = LEGACY_NETWORK) -> Owner:
     if not container_id or not ifname:
         raise IpamError("a pod address needs a container id and an interface name")
-    return Owner(container_id, ifname)
+    return Owner(container_id, ifname, network)
