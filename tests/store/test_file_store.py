@@ -31,7 +31,9 @@ def test_state_survives_a_new_store_object(tmp_path):
 def test_records_name_container_and_interface(tmp_path):
     allocator(tmp_path).allocate("abc123", "net1")
     document = json.loads((tmp_path / "reservations.json").read_text())
-    assert document["reservations"] == {"10.244.7.2": {"container_id": "abc123", "ifname": "net1"}}
+    assert document["reservations"] == {
+        "10.244.7.2": {"container_id": "abc123", "ifname": "net1", "network": "plainnet"}
+    }
     assert document["last_reserved"] == "10.244.7.2"
 
 
@@ -120,3 +122,40 @@ def test_kill_9_at_random_instants_never_corrupts_the_state(tmp_path):
         pods.reservations()  # must parse
         pods.garbage_collect(set())
     assert allocator(tmp_path, subnet).reservations() == []
+
+
+def test_concurrent_changes_share_commits_and_a_failing_one_fails_alone(tmp_path, monkeypatch):
+    """50 concurrent ADDs were 50 fsynced commits in a row on one lock."""
+    import threading
+
+    from plainnet.ipam.errors import AddressExhaustedError
+
+    writes = []
+    original = FilePodAddressStore._write_atomically
+
+    def counted(self, text):
+        writes.append(text)
+        time.sleep(0.01)  # an fsync's worth: the others queue up meanwhile
+        original(self, text)
+
+    monkeypatch.setattr(FilePodAddressStore, "_write_atomically", counted)
+    pool = allocator(tmp_path, "10.244.9.0/26")  # 61 pod addresses
+    got, failed = {}, []
+    start = threading.Barrier(70)
+
+    def add(index):
+        start.wait()
+        try:
+            got[index] = pool.allocate(f"c{index}", "eth0")
+        except AddressExhaustedError:
+            failed.append(index)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(70)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 61 and len(set(got.values())) == 61 and len(failed) == 9
+    assert len(writes) < 30, f"{len(writes)} commits for 70 changes"
+    again = allocator(tmp_path, "10.244.9.0/26")  # a new store object: all on disk
+    assert {r.owner.container_id for r in again.reservations()} == {f"c{i}" for i in got}

@@ -2,7 +2,7 @@
 
 One directory per node subnet holds two files:
 
-- ``lock``: held with ``flock(LOCK_EX)`` for the length of a transaction. The kernel
+- ``lock``: held with ``flock(LOCK_EX)`` for the length of a commit. The kernel
   drops the lock when its holder dies, even by ``kill -9``, so a crashed CNI call never
   blocks the next one. (A separate file, because the state file is replaced on every
   commit and a lock on a replaced inode would protect nothing.)
@@ -10,6 +10,11 @@ One directory per node subnet holds two files:
   last address handed out. A commit writes a temporary file, fsyncs it and renames it
   over the old one. ``rename(2)`` is atomic, so a reader sees either the old or the new
   state and never a half-written record, whenever the writer is killed.
+
+Changes are group-committed: within one process, the changes that arrive while a
+commit is being written wait and then go into the next one together — one lock, one
+read, one fsynced write for all of them (:class:`_GroupCommit`). Each still returns only
+once it is on disk.
 
 One file rather than host-local's file per address: a node holds a few hundred pods at
 most, so reading and rewriting ~20 KB is cheaper than host-local's directory scan plus
@@ -22,10 +27,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any, TypeVar
 
 from plainnet.ipam.errors import IpamError
 from plainnet.ipam.pod_addresses import LEGACY_NETWORK, Owner, PodAddressState
@@ -35,6 +42,8 @@ STATE_FILE = "reservations.json"
 LOCK_FILE = "lock"
 FORMAT_VERSION = 1
 
+T = TypeVar("T")
+
 
 class StoreCorruptError(IpamError):
     """The state file exists but cannot be read as plainnet reservations."""
@@ -43,6 +52,36 @@ class StoreCorruptError(IpamError):
 def store_directory(state_dir: Path, subnet: IPNetwork) -> Path:
     """Where the reservations of ``subnet`` live under ``state_dir``."""
     return state_dir / str(subnet).replace("/", "_")
+
+
+@dataclass
+class _Change:
+    apply: Callable[[PodAddressState], Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class _GroupCommit:
+    """The changes waiting for one directory in this process. The first caller to find
+    no commit running becomes the leader: it takes the file lock, applies every change
+    queued by then (each in turn, a failed one rolled back alone), writes and fsyncs
+    the result once, and wakes the others. 50 concurrent ADDs were 50 fsynced commits
+    in a row on one lock; now they are a few."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.queue: list[_Change] = []
+        self.running = False
+
+
+_group_commits: dict[Path, _GroupCommit] = {}
+_group_commits_lock = threading.Lock()
+
+
+def _group_commit(directory: Path) -> _GroupCommit:
+    with _group_commits_lock:
+        return _group_commits.setdefault(directory, _GroupCommit())
 
 
 class FilePodAddressStore:
@@ -55,21 +94,59 @@ class FilePodAddressStore:
         self.durable = durable
         self._state_path = self.directory / STATE_FILE
         self._tmp_path = self.directory / (STATE_FILE + ".tmp")
+        self._group = _group_commit(self.directory.absolute())
 
-    @contextmanager
-    def transaction(self) -> Iterator[PodAddressState]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def run(self, change: Callable[[PodAddressState], T]) -> T:
+        item = _Change(change)
+        group = self._group
+        with group.condition:
+            group.queue.append(item)
+            while not item.done:
+                if group.running:
+                    group.condition.wait()
+                    continue
+                group.running = True
+                batch, group.queue = group.queue, []
+                group.condition.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    group.condition.acquire()
+                    group.running = False
+                    group.condition.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[no-any-return]
+
+    def _commit(self, batch: list[_Change]) -> None:
+        """Under the file lock (other processes, and a holder killed by -9, which the
+        kernel releases): read, apply each change, write once."""
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            state = self._parse(self._read_text())
-            before = _serialise(state)
-            yield state
-            after = _serialise(state)
-            if after != before:
-                self._write_atomically(after)
-        finally:
-            os.close(lock_fd)  # releases the flock
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(
+                self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                state = self._parse(self._read_text())
+                before = _serialise(state)
+                for item in batch:
+                    kept = PodAddressState(dict(state.reservations), state.last_reserved)
+                    try:
+                        item.result = item.apply(state)
+                    except Exception as exc:  # this change only: roll it back
+                        item.error = exc
+                        state = kept
+                after = _serialise(state)
+                if after != before:
+                    self._write_atomically(after)
+            finally:
+                os.close(lock_fd)  # releases the flock
+        except Exception as exc:  # nothing was committed: every change of the batch fails
+            for item in batch:
+                item.error = exc
+        for item in batch:
+            item.done = True
 
     def _read_text(self) -> str | None:
         try:

@@ -17,13 +17,15 @@ is idempotent per (container id, interface name): a retried ADD gets the same ad
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from plainnet.ipam.errors import AddressExhaustedError, IpamError
 from plainnet.ipam.types import IPAddress, IPNetwork
+
+T = TypeVar("T")
 
 #: The network a reservation written before reservations named theirs belongs to: the
 #: network ``plainnet cni install`` configures.
@@ -64,9 +66,10 @@ class PodAddressState:
 class PodAddressStore(Protocol):
     """Keeps the :class:`PodAddressState` of one node subnet."""
 
-    def transaction(self) -> AbstractContextManager[PodAddressState]:
-        """Exclusive access to the state; changes are committed when the block exits
-        normally and discarded when it raises."""
+    def run(self, change: Callable[[PodAddressState], T]) -> T:
+        """Apply ``change`` to the state with exclusive access and return its result,
+        committed before this returns; a change that raises is discarded (and its
+        exception raised here). Changes of concurrent callers may share one commit."""
         ...
 
 
@@ -130,7 +133,8 @@ class PodAddressAllocator:
     def allocate(self, container_id: str, ifname: str, network: str = LEGACY_NETWORK) -> IPAddress:
         """The address of (container_id, ifname): the one it holds, or a new one."""
         owner = _owner(container_id, ifname, network)
-        with self.store.transaction() as state:
+
+        def take(state: PodAddressState) -> IPAddress:
             existing = state.address_of(owner)
             if existing is not None and existing in self.subnet:
                 return existing
@@ -139,12 +143,15 @@ class PodAddressAllocator:
             state.last_reserved = address
             return address
 
+        return self.store.run(take)
+
     def reserve(self, address: IPAddress, container_id: str, ifname: str) -> None:
         """Reserve a specific address (a static request, or restoring known state)."""
         owner = _owner(container_id, ifname)
         if address not in self.subnet or address in reserved_addresses(self.subnet):
             raise IpamError(f"address {address} is not a pod address of node subnet {self.subnet}")
-        with self.store.transaction() as state:
+
+        def hold(state: PodAddressState) -> None:
             holder = state.reservations.get(address)
             if holder is not None and holder != owner:
                 raise IpamError(
@@ -153,18 +160,14 @@ class PodAddressAllocator:
                 )
             state.reservations[address] = owner
 
+        self.store.run(hold)
+
     def release(self, container_id: str, ifname: str | None = None) -> list[IPAddress]:
         """Release what ``container_id`` holds (only on ``ifname`` if given). Releasing
         what is not held is not an error: CNI DEL must be idempotent."""
-        with self.store.transaction() as state:
-            released = [
-                address
-                for address, owner in state.reservations.items()
-                if owner.container_id == container_id and ifname in (None, owner.ifname)
-            ]
-            for address in released:
-                del state.reservations[address]
-            return sorted(released)
+        return self._drop(
+            lambda owner: owner.container_id == container_id and ifname in (None, owner.ifname)
+        )
 
     def garbage_collect(
         self, valid: set[tuple[str, str]], network: str = LEGACY_NETWORK
@@ -172,21 +175,27 @@ class PodAddressAllocator:
         """Release every reservation of ``network`` whose (container id, interface) is
         not in ``valid``: the leak a crash or reboot leaves behind when DEL never ran.
         Another network's reservations are not this GC's business (CNI 1.1)."""
-        with self.store.transaction() as state:
-            stale = [
-                address
-                for address, owner in state.reservations.items()
-                if owner.network == network and (owner.container_id, owner.ifname) not in valid
-            ]
-            for address in stale:
+        return self._drop(
+            lambda owner: (
+                owner.network == network and (owner.container_id, owner.ifname) not in valid
+            )
+        )
+
+    def _drop(self, unwanted: Callable[[Owner], bool]) -> list[IPAddress]:
+        def drop(state: PodAddressState) -> list[IPAddress]:
+            gone = [address for address, owner in state.reservations.items() if unwanted(owner)]
+            for address in gone:
                 del state.reservations[address]
-            return sorted(stale)
+            return sorted(gone)
+
+        return self.store.run(drop)
 
     def reservations(self) -> list[Reservation]:
-        with self.store.transaction() as state:
-            return [
+        return self.store.run(
+            lambda state: [
                 Reservation(address, owner) for address, owner in sorted(state.reservations.items())
             ]
+        )
 
 
 def _owner(container_id: str, ifname: str, network: str = LEGACY_NETWORK) -> Owner:

@@ -3,18 +3,20 @@ keeps addresses in :class:`~plainnet.ipam.file_store.FilePodAddressStore`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import TypeVar
 
 from plainnet.ipam.pod_addresses import PodAddressState
+
+T = TypeVar("T")
 
 
 class MemoryPodAddressStore:
     def __init__(self) -> None:
         self.state = PodAddressState()
 
-    @contextmanager
-    def transaction(self) -> Iterator[PodAddressState]:
+    def run(self, change: Callable[[PodAddressState], T]) -> T:
         working = PodAddressState(dict(self.state.reservations), self.state.last_reserved)
-        yield working
+        result = change(working)
         self.state = working
+        return result
