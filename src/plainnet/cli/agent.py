@@ -190,10 +190,11 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
     from plainnet.agent.kernel import KernelRoutes
     from plainnet.agent.metrics import AgentMetrics, serve_http
     from plainnet.agent.reactor import Agent, run_until_signalled
-    from plainnet.agent.reconciler import single_malloc_arena
+    from plainnet.agent.reconciler import single_malloc_arena, tune_cycle_collector
     from plainnet.node_state import NodeStatePublisher
 
     single_malloc_arena()  # before the kernel worker thread exists
+    tune_cycle_collector()
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per API request
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
