@@ -131,3 +131,13 @@ def test_malformed_configuration_is_code_7(config, words):
     with pytest.raises(CniError) as caught:
         request(config=config)
     assert caught.value.code == 7 and words in caught.value.msg
+
+
+def test_the_fallback_client_is_valid_python_with_every_constant():
+    """It rendered its constants inside a string literal: not Python at all."""
+    from plainnet.cni.protocol import python_client
+
+    source = python_client()
+    code = compile(source, "plainnet", "exec")
+    for name in ("SOCKET_NAME", "MAX_REQUEST", "PLUGIN_NOT_AVAILABLE", "TRY_AGAIN_LATER"):
+        assert name in code.co_names
