@@ -26,7 +26,6 @@ import errno as errno_codes
 import hashlib
 import os
 import socket
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -40,6 +39,18 @@ from plainnet.agent.kernel_model import (
     RequestKind,
 )
 from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.rtnetlink import (
+    IFADDRMSG,
+    IFINFOMSG,
+    NDMSG,
+    NHMSG,
+    NLMSGERR,
+    NLMSGHDR,
+    RTATTR,
+    RTMSG,
+    U32,
+    attr,
+)
 
 # netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/nexthop.h)
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -66,15 +77,6 @@ NETLINK_ADD_MEMBERSHIP, NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK = 1, 10, 12
 RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE = 1, 3, 5, 7
 RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE, RTNLGRP_NEXTHOP = 9, 11, 32
 
-NLMSGHDR = struct.Struct("=IHHII")
-RTMSG = struct.Struct("=BBBBBBBBI")
-NHMSG = struct.Struct("=BBBBI")
-IFADDRMSG = struct.Struct("=BBBBI")
-IFINFOMSG = struct.Struct("=BxHiII")
-NDMSG = struct.Struct("=BxxxiHBB")
-RTATTR = struct.Struct("=HH")
-U32 = struct.Struct("=I")
-NLMSGERR = struct.Struct("=i")
 
 #: Requests per sendmsg. Each is acknowledged (20 + 16 bytes with NETLINK_CAP_ACK),
 #: so a batch's ACKs fit the receive buffer many times over.
@@ -101,11 +103,6 @@ class NetlinkRequestError(OSError):
 # --- encoding --------------------------------------------------------------------------
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = RTATTR.size + len(payload)
-    return RTATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
-
-
 def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
@@ -124,8 +121,8 @@ def route_body(destination: IPNetwork, protocol: int, nexthop_id: int) -> bytes:
     )
     return (
         header
-        + _attr(RTA_DST, destination.network_address.packed)
-        + _attr(RTA_NH_ID, U32.pack(nexthop_id))
+        + attr(RTA_DST, destination.network_address.packed)
+        + attr(RTA_NH_ID, U32.pack(nexthop_id))
     )
 
 
@@ -141,7 +138,7 @@ def route_delete_body(route: KernelRoute, protocol: int) -> bytes:
         RTN_UNICAST,
         0,
     )
-    return header + _attr(RTA_DST, route.destination.network_address.packed)
+    return header + attr(RTA_DST, route.destination.network_address.packed)
 
 
 def nexthop_body(
@@ -155,13 +152,13 @@ def nexthop_body(
     if family is None:
         family = FAMILY[gateway.version] if gateway is not None else socket.AF_UNSPEC
     flags = RTNH_F_ONLINK if onlink else 0
-    body = NHMSG.pack(family, RT_SCOPE_UNIVERSE, protocol, 0, flags) + _attr(
+    body = NHMSG.pack(family, RT_SCOPE_UNIVERSE, protocol, 0, flags) + attr(
         NHA_ID, U32.pack(nexthop_id)
     )
     if oif is not None:
-        body += _attr(NHA_OIF, U32.pack(oif))
+        body += attr(NHA_OIF, U32.pack(oif))
     if gateway is not None:
-        body += _attr(NHA_GATEWAY, gateway.packed)
+        body += attr(NHA_GATEWAY, gateway.packed)
     return body
 
 
@@ -169,9 +166,9 @@ def neighbour_body(ifindex: int, address: IPAddress, mac: str | None = None) -> 
     """A permanent neighbour entry (``ip neigh ... nud permanent``); without ``mac``, for
     deleting it."""
     body = NDMSG.pack(FAMILY[address.version], ifindex, NUD_PERMANENT, 0, 0)
-    body += _attr(NDA_DST, address.packed)
+    body += attr(NDA_DST, address.packed)
     if mac is not None:
-        body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+        body += attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
     return body
 
 
@@ -179,9 +176,9 @@ def fdb_body(ifindex: int, mac: str, destination: IPAddress | None = None) -> by
     """A permanent FDB entry of a VXLAN device (``bridge fdb ... self permanent``);
     without ``destination``, for deleting the MAC with all its destinations."""
     body = NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_SELF, 0)
-    body += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+    body += attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
     if destination is not None:
-        body += _attr(NDA_DST, destination.packed)
+        body += attr(NDA_DST, destination.packed)
     return body
 
 
@@ -310,7 +307,7 @@ def _mac(raw: bytes) -> str:
 def _neighbour_requests(ifindex: int) -> tuple[bytes, bytes]:
     """IPv4 and IPv6 neighbour dumps of one device: a strict neighbour dump filters by
     the NDA_IFINDEX attribute (an FDB dump by the header's ifindex)."""
-    device = _attr(NDA_IFINDEX, U32.pack(ifindex))
+    device = attr(NDA_IFINDEX, U32.pack(ifindex))
     return (
         NDMSG.pack(socket.AF_INET, 0, 0, 0, 0) + device,
         NDMSG.pack(socket.AF_INET6, 0, 0, 0, 0) + device,
@@ -521,13 +518,13 @@ class RouteSocket:
             destination = lladdr = None
             offset, end = NDMSG.size, len(body)
             while offset + 4 <= end:
-                length, attr = unpack_attr(body, offset)
+                length, kind = unpack_attr(body, offset)
                 if length < 4:
                     break
-                attr &= 0x3FFF
-                if attr == NDA_DST:
+                kind &= 0x3FFF
+                if kind == NDA_DST:
                     destination = _address(bytes(body[offset + 4 : offset + length]))
-                elif attr == NDA_LLADDR:
+                elif kind == NDA_LLADDR:
                     lladdr = bytes(body[offset + 4 : offset + length])
                 offset += (length + 3) & ~3
             if lladdr is not None:

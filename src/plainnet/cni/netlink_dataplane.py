@@ -1,5 +1,6 @@
-"""Pod plumbing in the kernel, through pyroute2: the node bridge, a veth per pod,
-addresses, routes, hairpin, MTU — and the masquerade rules.
+"""Pod plumbing in the kernel: the node bridge (pyroute2), a veth per pod with its
+addresses, routes, hairpin and MTU (the lean requests of :mod:`plainnet.cni.pod_netlink`,
+made for bursts of ADDs) — and the masquerade rules.
 
 :class:`NetlinkDataplane` is the real :class:`~plainnet.cni.dataplane.PodDataplane`.
 It runs inside the agent, in a thread per CNI request. The node side uses a netlink socket in
@@ -32,6 +33,7 @@ from plainnet.cni.dataplane import (
     PodLink,
     bridge_mac,
 )
+from plainnet.cni.pod_netlink import plumb_pod
 from plainnet.interfaces import add_address
 from plainnet.ipam.types import IPAddress, IPNetwork
 from plainnet.namespaces import thread_in_namespace
@@ -68,19 +70,22 @@ class NetlinkDataplane:
         hairpin: bool,
         network: str,
     ) -> PodLink:
-        with _host() as host, _forgetting_bridges():  # one netlink socket for the ADD
-            return setup_pod(
-                host,
-                netns,
-                ifname,
-                host_name,
-                bridge_index,
-                addresses,
-                gateways,
-                mtu,
-                hairpin,
-                VETH_ALIAS + network,
-            )
+        with _forgetting_bridges():
+            try:
+                host_mac, pod_mac = plumb_pod(
+                    netns,
+                    ifname,
+                    host_name,
+                    bridge_index,
+                    addresses,
+                    gateways,
+                    mtu,
+                    hairpin,
+                    VETH_ALIAS + network,
+                )
+            except OSError as exc:
+                raise DataplaneError(str(exc)) from None
+        return PodLink(host_name, host_mac, pod_mac)
 
     def remove_host_veth(self, host_name: str) -> bool:
         with _host() as host:
@@ -112,9 +117,6 @@ class NetlinkDataplane:
         except masquerade.MasqueradeError as exc:
             raise DataplaneError(str(exc)) from None
 
-
-#: ``lo`` is interface 1 in every network namespace.
-LOOPBACK_INDEX = 1
 
 #: (bridge, gateways, MTU) -> (ifindex, MAC, when it was last made sure of).
 _verified_bridges: dict[tuple, tuple[int, str, float]] = {}
@@ -244,58 +246,6 @@ def _adopt_bridge(ipr: IPRoute, link, name: str) -> None:
             'set "bridge" in the network configuration to a name no device has'
         )
     ipr.link("set", index=link["index"], ifalias=BRIDGE_ALIAS)
-
-
-def setup_pod(
-    host: IPRoute,
-    netns_path: str,
-    ifname: str,
-    host_name: str,
-    bridge_index: int,
-    addresses: list,
-    gateways: list[IPAddress],
-    mtu: int,
-    hairpin: bool,
-    alias: str,
-) -> PodLink:
-    """Create (or, after a retried ADD, repair) the veth pair and configure the pod side.
-    The node side gets ``alias`` (its network) as it is attached: GC of one network
-    never touches another's."""
-    netns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-    veth = {
-        "ifname": host_name,
-        "kind": "veth",
-        "mtu": mtu,
-        "peer": {"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu},
-    }
-    try:
-        try:
-            host.link("add", **veth)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise
-            host.link("del", ifname=host_name)  # a half-made attempt: start over
-            host.link("add", **veth)
-    finally:
-        os.close(netns_fd)
-    # Each request names its interface directly (a lookup by name dumps every link,
-    # and a node has hundreds of pod veths); a MAC does not change with master or up.
-    host_link = host.link("get", ifname=host_name)[0]
-    index = host_link["index"]
-    host.link("set", index=index, master=bridge_index, state="up", ifalias=alias)
-    if hairpin:
-        host.brport("set", index=index, mode=1)  # IFLA_BRPORT_MODE: hairpin
-    with pod_netlink(netns_path) as pod:
-        pod_link = pod.link("get", ifname=ifname)[0]
-        pod_index = pod_link["index"]
-        for address in addresses:
-            add_address(pod, pod_index, address)
-        pod.link("set", index=pod_index, state="up")
-        pod.link("set", index=LOOPBACK_INDEX, state="up")
-        for gateway in gateways:
-            default = "0.0.0.0/0" if gateway.version == 4 else "::/0"
-            pod.route("replace", dst=default, gateway=str(gateway), oif=pod_index)
-    return PodLink(host_name, host_link.get("address"), pod_link.get("address"))
 
 
 def remove_host_veth(host: IPRoute, host_name: str) -> bool:
