@@ -150,3 +150,34 @@ def test_status_with_the_agent_down_is_code_50(node):
     node.stop_agent("node1")
     code, error = call(node, "node1", "STATUS", config())
     assert (code, error["code"]) == (1, 50) and "not running" in error["msg"]
+
+
+def test_a_network_name_longer_than_an_interface_alias_works_and_gc_finds_it(node):
+    long_net = config(name="n" * 300)
+    _, path = new_netns(node, "long")
+    code, result = call(node, "node1", "ADD", long_net, "ln1", path)
+    assert code == 0, result
+    veth = host_veth_name("ln1", "eth0")
+    assert veth in ip(node, "node1", "-o", "link", "show", "master", "cbr0")
+    assert call(node, "node1", "GC", {**long_net, "cni.dev/valid-attachments": []}) == (0, None)
+    assert veth not in ip(node, "node1", "-o", "link", "show")
+
+
+@pytest.mark.parametrize(
+    ("args", "conf", "code"),
+    [
+        ("garbage", config(), 4),
+        ("FOO=bar", config(), 4),
+        ("IgnoreUnknown=1;K8S_POD_NAME=web;FOO=bar", config(), 0),
+        ("", {k: v for k, v in config().items() if k != "type"}, 7),
+        ("", config(name="bad name;"), 7),
+        ("", config(prevResult={"ips": "x"}), 7),
+    ],
+)
+def test_cni_args_and_configuration_through_the_shim(node, args, conf, code):
+    _, path = new_netns(node, "ar")
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ar1", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": path, "CNI_ARGS": args}  # fmt: skip
+    exit_code, answer = run_shim(node, env, json.dumps(conf).encode())
+    assert (answer or {}).get("code", 0) == code, answer
+    assert exit_code == (0 if code == 0 else 1)

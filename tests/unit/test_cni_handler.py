@@ -7,13 +7,13 @@ from ipaddress import ip_network
 import pytest
 
 from plainnet.cni.dataplane import (
-    VETH_ALIAS,
     DataplaneError,
     ForeignDeviceError,
     HostVeth,
     PodLink,
     bridge_mac,
     host_veth_name,
+    veth_alias,
 )
 from plainnet.cni.handler import CniHandler
 from plainnet.cni.protocol import decode_request, encode_request
@@ -45,7 +45,7 @@ class FakeDataplane:
     def attach_pod(
         self, bridge_index, mtu, netns, ifname, host_name, addresses, gateways, hairpin, network
     ):
-        self.veths[host_name] = VETH_ALIAS + network
+        self.veths[host_name] = veth_alias(network)
         if self.fail_setup:
             raise DataplaneError("RTNETLINK answers: File exists")
         return PodLink(host_name, "aa:00:00:00:00:01", "aa:00:00:00:00:02")
@@ -187,3 +187,11 @@ def test_check_after_loopback_checks_only_its_own_interface(handler):
 def test_a_malformed_prev_result_is_never_copied_into_a_result(handler):
     code, error = call(handler, "ADD", config=dict(CONFIG, prevResult={"ips": "x"}))
     assert (code, error["code"]) == (1, 7)
+
+
+def test_a_network_name_too_long_for_an_interface_alias_still_marks_its_veths():
+    long_name = "n" * 400
+    alias = veth_alias(long_name)
+    assert len(alias.encode()) <= 255 and alias.startswith("plainnet/#")
+    assert veth_alias("plainnet") == "plainnet/plainnet"
+    assert alias != veth_alias("n" * 401)

@@ -23,6 +23,16 @@ BRIDGE_ALIAS = "plainnet pod bridge"
 VETH_ALIAS = "plainnet/"
 
 
+def veth_alias(network: str) -> str:
+    """The alias that marks a node-side veth as ``network``'s: ``plainnet/<network>``, or
+    for a name too long for an interface alias (the kernel takes 255 bytes; a network
+    name may be longer) ``plainnet/#`` and a digest of it."""
+    alias = VETH_ALIAS + network
+    if len(alias.encode()) <= 255:
+        return alias
+    return VETH_ALIAS + "#" + hashlib.sha256(network.encode()).hexdigest()
+
+
 def host_veth_name(container_id: str, ifname: str) -> str:
     """The node-side veth name of a pod interface: stable for (container, ifname), so
     DEL and GC find it again without any state; 13 characters, under the kernel's 15."""

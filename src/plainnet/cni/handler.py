@@ -22,11 +22,11 @@ from typing import Any
 
 from plainnet.cni.config import CniRequest, parse_request
 from plainnet.cni.dataplane import (
-    VETH_ALIAS,
     DataplaneError,
     ForeignDeviceError,
     PodDataplane,
     host_veth_name,
+    veth_alias,
 )
 from plainnet.cni.errors import (
     CHECK_FAILED,
@@ -267,7 +267,7 @@ class CniHandler:
         keep = {host_veth_name(c, i) for c, i in valid}
         removed = []
         for veth in self.dataplane.host_veths():
-            ours = veth.alias == VETH_ALIAS + network or (not veth.alias and veth.name in reserved)
+            ours = veth.alias == veth_alias(network) or (not veth.alias and veth.name in reserved)
             if ours and veth.name not in keep:
                 self.dataplane.remove_host_veth(veth.name)
                 removed.append(veth.name)

@@ -25,13 +25,13 @@ from plainnet.cni import masquerade
 from plainnet.cni.dataplane import (
     BRIDGE_ALIAS,
     HOST_VETH,
-    VETH_ALIAS,
     DataplaneError,
     ForeignDeviceError,
     HostVeth,
     Interface,
     PodLink,
     bridge_mac,
+    veth_alias,
 )
 from plainnet.cni.pod_netlink import plumb_pod
 from plainnet.interfaces import add_address
@@ -81,7 +81,7 @@ class NetlinkDataplane:
                     gateways,
                     mtu,
                     hairpin,
-                    VETH_ALIAS + network,
+                    veth_alias(network),
                 )
             except OSError as exc:
                 raise DataplaneError(str(exc)) from None
