@@ -159,3 +159,14 @@ def test_concurrent_changes_share_commits_and_a_failing_one_fails_alone(tmp_path
     assert len(writes) < 30, f"{len(writes)} commits for 70 changes"
     again = allocator(tmp_path, "10.244.9.0/26")  # a new store object: all on disk
     assert {r.owner.container_id for r in again.reservations()} == {f"c{i}" for i in got}
+
+
+def test_an_interrupted_commit_leaves_the_store_usable(tmp_path):
+    store = FilePodAddressStore(tmp_path)
+
+    def interrupted(state):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.run(interrupted)
+    assert allocator(tmp_path).allocate("c1", "eth0") == ip_address("10.244.7.2")

@@ -50,6 +50,8 @@ from plainnet.rtnetlink import (
     RTMSG,
     U32,
     attr,
+    iter_attrs,
+    iter_messages,
 )
 
 # netlink / rtnetlink constants (linux/netlink.h, linux/rtnetlink.h, linux/nexthop.h)
@@ -183,27 +185,6 @@ def fdb_body(ifindex: int, mac: str, destination: IPAddress | None = None) -> by
 
 
 # --- decoding --------------------------------------------------------------------------
-
-
-def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, memoryview]]:
-    """(type, flags, seq, body) of every netlink message in ``data``."""
-    view = memoryview(data)
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, kind, flags, seq, _ = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size:
-            break
-        yield kind, flags, seq, view[offset + NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def iter_attrs(body: memoryview, offset: int) -> Iterator[tuple[int, memoryview]]:
-    while offset + RTATTR.size <= len(body):
-        length, kind = RTATTR.unpack_from(body, offset)
-        if length < RTATTR.size:
-            break
-        yield kind & 0x3FFF, body[offset + RTATTR.size : offset + length]
-        offset += (length + 3) & ~3
 
 
 def parse_route(body: memoryview) -> tuple[int, int, KernelRoute] | None:
@@ -635,6 +616,8 @@ def event_needs_reconcile(data: bytes, protocol: int, watched: EventFilter) -> b
 
 __all__ = [
     "EventFilter",
+    "iter_attrs",
+    "iter_messages",
     "NetlinkRequestError",
     "Request",
     "RouteSocket",

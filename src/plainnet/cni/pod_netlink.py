@@ -19,7 +19,17 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 from plainnet.ipam.types import IPAddress
 from plainnet.namespaces import thread_in_namespace
-from plainnet.rtnetlink import IFADDRMSG, IFINFOMSG, NLMSGERR, NLMSGHDR, RTATTR, RTMSG, U32, attr
+from plainnet.rtnetlink import (
+    IFADDRMSG,
+    IFINFOMSG,
+    NLMSGERR,
+    NLMSGHDR,
+    RTMSG,
+    U32,
+    attr,
+    iter_attrs,
+    iter_messages,
+)
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -72,39 +82,25 @@ class _Rtnl:
         self.seq += 1
         size = NLMSGHDR.size + len(body)
         self.sock.send(NLMSGHDR.pack(size, kind, flags | _REQUEST | _ACK, self.seq, 0) + body)
-        answer = b""
+        answer: memoryview | bytes = b""
         while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + NLMSGHDR.size <= len(data):
-                length, got, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
-                if length < NLMSGHDR.size:
-                    break
-                body_of = data[offset + NLMSGHDR.size : offset + length]
-                offset += (length + 3) & ~3
+            for got, _, seq, message in iter_messages(self.sock.recv(65536)):
                 if seq != self.seq:
                     continue
                 if got == _ERROR:
-                    code = -NLMSGERR.unpack_from(body_of)[0]
+                    code = -NLMSGERR.unpack_from(message)[0]
                     if code:
                         raise PodNetlinkError(code, step)
-                    return answer
-                answer = body_of
+                    return bytes(answer)
+                answer = message
 
 
 def _get_link(rtnl: _Rtnl, ifname: str) -> tuple[int, str]:
     """(ifindex, MAC) of interface ``ifname``."""
     body = rtnl.call(_GETLINK, 0, _link() + attr(_IFLA_IFNAME, _name(ifname)), f"find {ifname}")
     index = IFINFOMSG.unpack_from(body)[2]
-    offset = IFINFOMSG.size
-    while offset + RTATTR.size <= len(body):
-        length, kind = RTATTR.unpack_from(body, offset)
-        if length < RTATTR.size:
-            break
-        if kind & 0x3FFF == _IFLA_ADDRESS:
-            return index, body[offset + 4 : offset + length].hex(":")
-        offset += (length + 3) & ~3
-    return index, ""
+    mac = next((bytes(v) for k, v in iter_attrs(body, IFINFOMSG.size) if k == _IFLA_ADDRESS), b"")
+    return index, mac.hex(":")
 
 
 def plumb_pod(

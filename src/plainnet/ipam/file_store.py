@@ -142,11 +142,14 @@ class FilePodAddressStore:
                     self._write_atomically(after)
             finally:
                 os.close(lock_fd)  # releases the flock
-        except Exception as exc:  # nothing was committed: every change of the batch fails
+        except BaseException as exc:  # nothing was committed: every change of the batch fails
             for item in batch:
                 item.error = exc
-        for item in batch:
-            item.done = True
+            if not isinstance(exc, Exception):
+                raise
+        finally:  # also when the leader is interrupted: nobody waits for it forever
+            for item in batch:
+                item.done = True
 
     def _read_text(self) -> str | None:
         try:
