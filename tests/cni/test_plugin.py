@@ -311,19 +311,49 @@ def test_a_killed_agent_mid_adds_loses_nothing_and_doubles_nothing_after_gc(node
             held[address] = namespace
 
 
-def test_install_places_the_plugin_and_conflist(tmp_path):
-    from plainnet.cni.install import install
+def linked_statically(executable: Path) -> bool:
+    ldd = subprocess.run(["ldd", str(executable)], capture_output=True, text=True)
+    return "not a dynamic executable" in ldd.stdout + ldd.stderr
+
+
+def test_install_places_the_plugin_portmap_and_a_conflist_naming_them(tmp_path):
+    from plainnet.cni.install import install, uninstall
 
     for _ in range(2):  # idempotent
-        plugin, conf, kind = install(tmp_path / "bin", tmp_path / "net.d")
-    assert kind == "C shim"
-    assert os.access(plugin, os.X_OK)
-    assert json.loads(conf.read_text())["plugins"][0]["type"] == "plainnet"
+        done = install(tmp_path / "bin", tmp_path / "net.d")
+    assert done.kind == "static C shim" and linked_statically(done.plugin)
+    assert os.access(done.plugin, os.X_OK)
+    chain = [p["type"] for p in json.loads(done.conflist.read_text())["plugins"]]
+    assert chain == ["plainnet", "portmap"]
     version = subprocess.run(
-        [str(plugin)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, text=True
+        [str(done.plugin)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, text=True
     )
     assert json.loads(version.stdout)["supportedVersions"] == ["1.0.0", "1.1.0"]
-    assert sorted(p.name for p in Path(tmp_path, "bin").iterdir()) == ["plainnet"]
+    portmap = tmp_path / "bin" / "portmap"
+    assert portmap.read_bytes() == Path("/usr/lib/cni/portmap").read_bytes()
+    removed = uninstall(tmp_path / "bin", tmp_path / "net.d")
+    assert {p.name for p in removed} >= {"plainnet", "portmap", "10-plainnet.conflist"}
+    assert list((tmp_path / "bin").iterdir()) == [] == list((tmp_path / "net.d").iterdir())
+
+
+def test_install_keeps_a_nodes_own_portmap_and_chains_only_what_exists(tmp_path):
+    from plainnet.cni.install import install, uninstall
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    own = bin_dir / "portmap"
+    own.write_bytes(b"#!/bin/sh\n")
+    own.chmod(0o755)
+    done = install(bin_dir, tmp_path / "net.d")
+    assert done.kept == ["portmap"] and own.read_bytes() == b"#!/bin/sh\n"
+    uninstall(bin_dir, tmp_path / "net.d")
+    assert own.exists()  # the node's, not ours
+    own.unlink()
+    # no portmap anywhere: the chain leaves it out instead of failing every pod there
+    done = install(bin_dir, tmp_path / "net.d", sources=(tmp_path / "nowhere",))
+    assert done.missing == ["portmap"]
+    chain = [p["type"] for p in json.loads(done.conflist.read_text())["plugins"]]
+    assert chain == ["plainnet"]
 
 
 def test_cross_node_pods_reach_each_other_with_plugin_addresses(cluster_factory, lab_name):

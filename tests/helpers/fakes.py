@@ -162,7 +162,7 @@ class FakeKernel:
     def interface_mtu(self, ifindex: int) -> int:
         return 1500
 
-    def enable_forwarding(self) -> list[str]:
+    def enable_forwarding(self, versions=(4, 6)) -> list[str]:
         return []
 
     def close(self) -> None:

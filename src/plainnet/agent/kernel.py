@@ -24,7 +24,22 @@ from plainnet.agent.plan import KernelState, Plan
 
 log = logging.getLogger("plainnet.agent.kernel")
 
-FORWARDING_SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
+FORWARDING_SYSCTLS = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
+
+
+def forwarding_off(versions: Iterable[int]) -> list[str]:
+    """The forwarding sysctls (``net.ipv4.ip_forward`` style) of these IP versions that
+    are not on in this namespace; one that cannot be read (IPv6 disabled) counts as off."""
+    off = []
+    for version in sorted(set(versions)):
+        key = FORWARDING_SYSCTLS[version]
+        try:
+            on = Path("/proc/sys", key).read_text().strip() == "1"
+        except OSError:
+            on = False
+        if not on:
+            off.append(key.replace("/", "."))
+    return off
 
 
 class KernelRoutes:
@@ -143,12 +158,12 @@ class KernelRoutes:
     def interface_mtu(self, ifindex: int) -> int:
         return self.sock.links()[ifindex][1]
 
-    def enable_forwarding(self) -> list[str]:
-        """Turn on IPv4 and IPv6 forwarding in this namespace (a node routes for its
-        pods); returns what could not be turned on, as sentences — never raises: a
+    def enable_forwarding(self, versions: Iterable[int] = (4, 6)) -> list[str]:
+        """Turn on forwarding of these IP versions in this namespace (a node routes for
+        its pods); returns what could not be turned on, as sentences — never raises: a
         read-only /proc/sys (an unprivileged container) is reported, not fatal."""
         problems = []
-        for key in FORWARDING_SYSCTLS:
+        for key in (FORWARDING_SYSCTLS[v] for v in sorted(set(versions))):
             path = Path("/proc/sys", key)
             name = key.replace("/", ".")
             try:

@@ -193,7 +193,8 @@ class Agent:
             local, mtus = await self.worker.call(self._read_interfaces)
             node = await start_node(self.settings, self.datastore, local, mtus)
             self._adopt(node)
-            for problem in await self.worker.call(self.kernel.enable_forwarding):
+            versions = {subnet.version for subnet in node.own.subnets}
+            for problem in await self.worker.call(self.kernel.enable_forwarding, versions):
                 log.error("%s", problem)
             self.observation.own_key = node.own.key
             await self.observation.relist(self.datastore.claim_snapshot())

@@ -187,7 +187,7 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
     """The node's processes, side by side, until SIGTERM or SIGINT: the metrics and
     health endpoint and the CNI server (both from the first second: until the agent has
     this node's facts, CNI STATUS says 50 and ADD "try again later"), and the agent."""
-    from plainnet.agent.kernel import KernelRoutes
+    from plainnet.agent.kernel import KernelRoutes, forwarding_off
     from plainnet.agent.metrics import AgentMetrics, serve_http
     from plainnet.agent.reactor import Agent, run_until_signalled
     from plainnet.agent.reconciler import single_malloc_arena, tune_cycle_collector
@@ -213,9 +213,17 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
         http = None
 
         def ready() -> tuple[bool, str]:
-            """The agent's readiness, and no pod stranded in a subnet this node lost."""
+            """The agent's readiness, forwarding on (the init container turns it on; an
+            unprivileged agent cannot), and no pod stranded in a subnet this node lost."""
             ok, why = agent.ready()
             state = node_states.current()
+            off = forwarding_off(s.version for s in state.subnets) if state else []
+            if ok and off:
+                return False, (
+                    f"{', '.join(off)} is off: pods on this node cannot reach other nodes; "
+                    f"run `sysctl -w {off[0]}=1` on the node (the install init container "
+                    f"does this when the agent's pod starts)"
+                )
             lost = cni_server is not None and state is not None and state.lost_subnets
             stranded = cni_server.handler().stranded_pods() if lost else []
             if ok and stranded:

@@ -56,8 +56,12 @@ class ClusterSpec:
     #: kube-controller-manager --allocate-node-cidrs).
     datastore: str = "etcd"
     #: With the kubernetes datastore, who assigns podCIDRs: "kcm" (kube-controller-manager
-    #: --allocate-node-cidrs) or "plainnet" (plainnet allocator).
+    #: --allocate-node-cidrs), "plainnet" (plainnet allocator) or "none" (the caller
+    #: runs one, e.g. the image's allocator container).
     allocator: str = "kcm"
+    #: Run a plainnet agent process on every node (False: the caller runs the agents,
+    #: e.g. the image's agent container; no pods are made then either).
+    agents: bool = True
     #: "single-segment" (all nodes on one L2 segment) or "two-segments" (nodes alternate
     #: between two segments joined by a router that knows nothing of pod subnets).
     topology: str = "single-segment"
@@ -128,6 +132,9 @@ class LabCluster:
                     "--backend",
                     self.spec.backend,
                 )
+            if not self.spec.agents:
+                self.save()
+                return self
             for node in self.nodes:
                 self.start_agent(node)
             deadline = time.monotonic() + timeout
@@ -234,7 +241,7 @@ class LabCluster:
                 stdin=subprocess.DEVNULL,
             )
             log.close()
-        else:
+        elif self.spec.allocator == "kcm":
             ipv4 = [c for c in self.spec.cluster_cidrs if ip_network(c).version == 4]
             self.kube.start_controller_manager(ipv4[0], 24)
         for node in self.nodes:
@@ -380,15 +387,18 @@ class LabCluster:
         pod: str,
         timeout: float = 10.0,
         runtime_config: dict[str, Any] | None = None,
+        runtime: CniRuntime | None = None,
     ) -> Pod:
-        """A pod namespace, plumbed by the CNI plugin exactly as a runtime calls it. Like
-        kubelet, retry while the plugin says "try again later" (code 11)."""
+        """A pod namespace, plumbed by the CNI plugin exactly as a runtime calls it (through
+        ``runtime``, by default the lab's own CNI directories). Like kubelet, retry while
+        the plugin says "try again later" (code 11)."""
+        runtime = runtime or self.runtime(node)
         namespace = f"{PREFIX}{self.spec.name}-{node}-{pod}"
         netns.create(namespace)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                result = self.runtime(node).add(
+                result = runtime.add(
                     namespace, str(netns.path_of(namespace)), runtime_config=runtime_config
                 )
                 break
