@@ -301,6 +301,9 @@ def test_health_metrics_and_cleanup(cluster_factory, lab_name):
     assert "removed 2 routes and 2 nexthops" in cleaned.stdout
     assert "the nftables table inet plainnet" in cleaned.stdout
     assert masquerade_table() != 0, "uninstall leaves no nftables table behind"
+    assert "the device cbr0" in cleaned.stdout
+    assert cluster.lab.run("node1", ["ip", "link", "show", "cbr0"], capture_output=True).returncode
+    assert not (cluster.run_dir("node1") / "ipam").exists()
     for args in (
         ["route", "show", "proto", "158"],
         ["-6", "route", "show", "proto", "158"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 from ipaddress import ip_address
 from pathlib import Path
@@ -254,12 +255,14 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
 )
 def cleanup(run_dir: Path) -> None:
     """Remove everything plainnet created on this node: its routes and nexthops, every
-    backend's devices, the masquerade table and the state file. Routes, devices and
-    tables of other software are never touched."""
+    backend's devices, the pod bridge, the masquerade table, the state file and the pod
+    address records. Routes, devices and tables of other software are never touched.
+    Delete the node's pods first: their addresses go with the bridge."""
     from plainnet.agent import ROUTE_PROTOCOL
     from plainnet.agent.backends import BACKENDS, load_backend
     from plainnet.agent.kernel import KernelRoutes
     from plainnet.cni import masquerade
+    from plainnet.cni.netlink_dataplane import remove_pod_bridges
     from plainnet.node_state import FILE_NAME
 
     kernel = KernelRoutes(ROUTE_PROTOCOL)
@@ -268,10 +271,12 @@ def cleanup(run_dir: Path) -> None:
         devices = sorted({d for name in BACKENDS for d in load_backend(name).remove(kernel)})
     finally:
         kernel.close()
+    bridges = remove_pod_bridges()
     table = masquerade.remove()
     (run_dir / FILE_NAME).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "ipam", ignore_errors=True)
     removed = [f"{routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})"]
-    removed += [f"the device {d}" for d in devices]
+    removed += [f"the device {d}" for d in [*devices, *bridges]]
     if table:
         removed.append(f"the nftables table inet {masquerade.TABLE}")
     click.echo("removed " + ", ".join(removed))

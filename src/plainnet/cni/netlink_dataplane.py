@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from ipaddress import ip_address, ip_interface
 
 from pyroute2 import IPRoute
@@ -181,6 +181,19 @@ def pod_netlink(netns_path: str) -> Iterator[IPRoute]:
 def _kind(link) -> str | None:
     info = link.get("linkinfo")
     return info.get("kind") if info is not None else None
+
+
+def remove_pod_bridges() -> list[str]:
+    """Delete every bridge marked as plainnet's (its alias), whatever its name; returns
+    their names. For ``plainnet agent cleanup``: another program's bridge is never one."""
+    removed = []
+    with IPRoute() as ipr:
+        for link in ipr.link("dump"):
+            if link.get("ifalias") == BRIDGE_ALIAS:
+                with suppress(NetlinkError):
+                    ipr.link("del", index=link["index"])
+                    removed.append(link.get("ifname"))
+    return removed
 
 
 def ensure_bridge(ipr: IPRoute, name: str, gateways: list, mtu: int) -> tuple[int, str]:

@@ -243,6 +243,7 @@ def remove_everything(state_dir: Path | None = None) -> tuple[list[str], list[st
     """Remove every ``pn-`` namespace and every ``pn-`` link of this machine's own
     namespace (leftovers of a crashed run or an older plainnet), and every lab record.
     Returns (namespaces, links) removed."""
+    _remove_containers()
     namespaces = netns.list_namespaces(PREFIX)
     _remove_namespaces(namespaces)
     links: list[str] = []
@@ -263,6 +264,22 @@ def remove_everything(state_dir: Path | None = None) -> tuple[list[str], list[st
             if lab_directory.is_dir():
                 shutil.rmtree(lab_directory, ignore_errors=True)
     return namespaces, links
+
+
+def _remove_containers() -> None:
+    """podman containers named ``pn-...`` (the image tests run the agent in lab nodes'
+    namespaces): a leftover one would keep its node's namespace alive and its name taken."""
+    podman = shutil.which("podman")
+    if podman is None:
+        return
+    listed = subprocess.run(
+        [podman, "ps", "--all", "--filter", f"name=^{PREFIX}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+    )
+    names = [n for n in listed.stdout.split() if n.startswith(PREFIX)]
+    if names:
+        subprocess.run([podman, "rm", "--force", "--time=2", *names], capture_output=True)
 
 
 def _remove_namespaces(namespaces: list[str]) -> None:

@@ -200,6 +200,7 @@ class Podman:
         return result.stdout
 
     def run(self, name: str, arguments: list[str], *, detach: bool) -> str:
+        self("rm", "--force", "--time=2", name, check=False)  # a leftover of a killed run
         self.started.append(name)
         mode = ["--detach"] if detach else ["--rm"]
         return self("run", *mode, "--pull=never", f"--name={name}", *self.run_flags, *arguments)
