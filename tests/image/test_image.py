@@ -236,11 +236,15 @@ def test_an_agent_restarted_with_forwarding_off_says_so_and_keeps_running(deploy
     """The init container does not run again when only the agent container restarts:
     the unprivileged agent cannot write /proc/sys, so it must report, not crash."""
     cluster = deployment.cluster
-    cluster.kube.start_controller_manager(cluster.spec.cluster_cidrs[0], 24)
     deployment.run("DaemonSet", "plainnet-agent", "install", "node1", "agent", detach=False)
     sysctl(cluster, "node1", "net/ipv4/ip_forward", "0")  # e.g. reset by someone
     deployment.run("DaemonSet", "plainnet-agent", "agent", "node1", "agent", detach=True)
     namespace = cluster.lab.host("node1").namespace
+    # no podCIDR yet: alive (the liveness probe must not kill it), not ready
+    wait_until(lambda: http_get(namespace, "/healthz")[0] == 200, 30, "/healthz")
+    status, text = http_get(namespace, "/readyz")
+    assert status == 503 and "waiting for the datastore and this node's subnet" in text
+    cluster.kube.start_controller_manager(cluster.spec.cluster_cidrs[0], 24)
     cluster.wait_for_node_state("node1", time.monotonic() + 60)
 
     def reason():
@@ -253,6 +257,11 @@ def test_an_agent_restarted_with_forwarding_off_says_so_and_keeps_running(deploy
     assert "Traceback" not in logs
     sysctl(cluster, "node1", "net/ipv4/ip_forward", "1")
     wait_until(lambda: http_get(namespace, "/readyz")[0] == 200, 30, "readiness once it is on")
+
+
+def test_a_bare_run_of_the_image_prints_the_usage(podman, image):
+    output = podman.run("pn-image-bare", ["--network=none", image[0]], detach=False)
+    assert "Usage: plainnet" in output
 
 
 # --- the shim on a node with an older C library -------------------------------------------
