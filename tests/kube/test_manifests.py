@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-MANIFESTS = sorted(DEPLOY.glob("*.yaml"))
+MANIFESTS = sorted(DEPLOY.rglob("*.yaml"))
 
 
 def documents():

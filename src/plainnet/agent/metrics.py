@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -93,8 +94,14 @@ class AgentMetrics:
 Check = Callable[[], tuple[bool, str]]
 
 
+class Exposition(Protocol):
+    """Anything with Prometheus text to serve (the agent's and cloud-routes' metrics)."""
+
+    def render(self) -> bytes: ...
+
+
 async def serve_http(
-    host: str, port: int, metrics: AgentMetrics, alive: Check, ready: Check
+    host: str, port: int, metrics: Exposition, alive: Check, ready: Check
 ) -> asyncio.Server:
     """Serve GET /metrics, /healthz (``alive``) and /readyz (``ready``) on ``host:port``."""
 

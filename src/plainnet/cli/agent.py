@@ -23,6 +23,7 @@ from plainnet.cli.options import (
     chosen_backend,
     cluster_cidr_option,
     kubeconfig_option,
+    listen_address,
     network_config,
 )
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, DEFAULT_TTL_SECONDS
@@ -38,15 +39,6 @@ def _address(value: str) -> object:
         return ip_address(value)
     except ValueError:
         raise PlainnetError(f"--node-ip {value}: not an IP address") from None
-
-
-def _listen(value: str) -> tuple[str, int]:
-    if value == "off":
-        return "", 0
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise PlainnetError(f"--metrics {value}: expected HOST:PORT or off")
-    return host.strip("[]"), int(port)
 
 
 @click.group(invoke_without_command=True)
@@ -155,7 +147,7 @@ def agent(
         )
     from plainnet.agent.startup import AgentSettings
 
-    listen = _listen(metrics)
+    listen = listen_address(metrics)
     settings = AgentSettings(
         node_name=node_name,
         node_addresses=tuple(_address(a) for a in node_ips),  # type: ignore[misc]

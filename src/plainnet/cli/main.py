@@ -22,6 +22,7 @@ from plainnet.errors import PlainnetError
 SUBCOMMANDS = {
     "agent": "plainnet.cli.agent:agent",
     "allocator": "plainnet.cli.allocator:allocator",
+    "cloud-routes": "plainnet.cli.cloud_routes:cloud_routes",
     "cni": "plainnet.cli.cni:cni",
     "etcd": "plainnet.cli.etcd:etcd",
     "ipam": "plainnet.cli.ipam:ipam",

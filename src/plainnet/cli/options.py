@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from plainnet.agent.backends import BACKENDS, TABLE
+from plainnet.errors import PlainnetError
 
 if TYPE_CHECKING:
     from plainnet.agent.backends.base import Backend
@@ -115,5 +116,15 @@ def chosen_backend(backend: str, vxlan_vni: int, vxlan_port: int) -> tuple[Backe
     by the backend itself (one line for a bad value)."""
     from plainnet.agent.backends import load_backend
 
-    options = {"vni": vxlan_vni, "port": vxlan_port} if backend != "host-gw" else {}
+    options = {"vni": vxlan_vni, "port": vxlan_port} if backend in ("vxlan", "auto") else {}
     return load_backend(backend, options), options
+
+
+def listen_address(value: str, option: str = "--metrics") -> tuple[str, int]:
+    """HOST:PORT (or ``off``: port 0) of an HTTP endpoint; one line for a bad value."""
+    if value == "off":
+        return "", 0
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise PlainnetError(f"{option} {value}: expected HOST:PORT or off")
+    return host.strip("[]"), int(port)

@@ -15,11 +15,12 @@ On top of a lab underlay (:mod:`plainnet.lab.builder`):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
@@ -32,12 +33,19 @@ from plainnet.lab import netns
 from plainnet.lab.builder import STATE_DIR, Lab
 from plainnet.lab.cni_runtime import CniCallError, CniRuntime
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, Host, Topology
+from plainnet.lab.vpc import InNamespace, VpcLayout, build_vpc
 from plainnet.node_state import NodeState, read_node_state
 from plainnet.testing.etcd_server import EtcdServer
 from plainnet.testing.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
+from plainnet.testing.moto_server import CREDENTIALS as MOTO_CREDENTIALS
+from plainnet.testing.moto_server import MotoServer
 
 ETCD_PORT = 2379
 KUBE_API_PORT = 6443
+MOTO_PORT = 5000
+CLOUD_ROUTES_MANIFEST = (
+    Path(__file__).resolve().parents[3] / "deploy" / "cloud" / "aws" / "cloud-routes.yaml"
+)
 #: Debian's containernetworking-plugins (portmap, bridge, host-local, ...).
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 PLAINNET = [sys.executable, "-m", "plainnet.cli.main"]
@@ -93,12 +101,16 @@ def cluster_topology(spec: ClusterSpec) -> Topology:
 
 class LabCluster:
     def __init__(self, spec: ClusterSpec, state_dir: Path | None = None) -> None:
+        if spec.topology == "cloud":  # the cloud scenario: Nodes, the VPC's routes
+            ipv4 = [c for c in spec.cluster_cidrs if ip_network(c).version == 4]
+            spec = replace(spec, datastore="kubernetes", backend="cloud", cluster_cidrs=ipv4)
         self.spec = spec
         self.lab = Lab(cluster_topology(spec), state_dir)
         self.directory = self.lab.state_dir / spec.name
         self.etcd: EtcdServer | None = None
         self.agents: dict[str, subprocess.Popen[Any]] = {}
         self.pods: list[Pod] = []
+        self.vpc: VpcLayout | None = None
 
     @property
     def nodes(self) -> list[str]:
@@ -119,8 +131,12 @@ class LabCluster:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory.mkdir(parents=True)
             self.start_etcd()
+            if self.spec.topology == "cloud":
+                self.start_cloud()
             if self.spec.datastore == "kubernetes":
                 self.start_kubernetes()
+            if self.spec.topology == "cloud":
+                self.start_cloud_routes()
             else:
                 self.plainnet(
                     "node1",
@@ -244,8 +260,96 @@ class LabCluster:
         elif self.spec.allocator == "kcm":
             ipv4 = [c for c in self.spec.cluster_cidrs if ip_network(c).version == 4]
             self.kube.start_controller_manager(ipv4[0], 24)
+        provider_ids = self.vpc.provider_ids if self.vpc else {}
         for node in self.nodes:
-            self.kube.create_node(node, [str(a) for a in self.lab.host(node).addresses()])
+            self.kube.create_node(
+                node, [str(a) for a in self.lab.host(node).addresses()], provider_ids.get(node)
+            )
+
+    # --- the cloud scenario (topology "cloud") ---------------------------------------------
+
+    def start_cloud(self) -> None:
+        """moto's EC2 on the control-plane host's loopback, and the VPC in it: a subnet and
+        route table per segment, an instance per node (:mod:`plainnet.lab.vpc`)."""
+        self.moto = MotoServer(
+            port=MOTO_PORT,
+            spawn=partial(self.lab.popen, "etcd", env={**os.environ, **MOTO_CREDENTIALS}),
+            namespace=self.lab.host("etcd").namespace,
+            log_path=self.directory / "moto.log",
+        ).start()
+        segments = [(s.name, str(s.ipv4)) for s in self.lab.topology.segments]
+        nodes = [
+            (n, self.lab.host(n).interfaces[0].segment, str(self.lab.host(n).ipv4))
+            for n in self.nodes
+        ]
+        self.vpc = build_vpc(self.ec2(), self.spec.name, segments, nodes)
+        self.vpc.save(self.directory / "vpc.json")
+
+    def ec2(self) -> InNamespace:
+        """An EC2 client of the lab's moto (calls run inside the control-plane host)."""
+        return InNamespace(self.moto.client(), netns.path_of(self.lab.host("etcd").namespace))
+
+    def start_cloud_routes(self) -> None:
+        """The VPC router's fabric, the cloud-routes controller, and each node's route to
+        the cluster CIDR through its subnet's VPC router address (an instance's default
+        route, in the cloud)."""
+        assert self.vpc is not None
+        router = self.lab.host("vpc")
+        on_segment = {i.segment: i for i in router.interfaces}
+        env = {**os.environ, **MOTO_CREDENTIALS}
+        self._spawn_logged(
+            "etcd",
+            [
+                sys.executable,
+                "-m",
+                "plainnet.lab.vpc",
+                "--endpoint",
+                self.moto.endpoint,
+                "--vpc-id",
+                self.vpc.vpc_id,
+                "--router",
+                router.namespace,
+                *(f"{self.vpc.subnets[s]}={i.name}" for s, i in on_segment.items()),
+            ],
+            "vpc-fabric.log",
+            env,
+        )
+        self.kube.apply(CLOUD_ROUTES_MANIFEST)
+        self._spawn_logged(
+            "etcd",
+            [
+                *PLAINNET,
+                "cloud-routes",
+                "--kubeconfig",
+                str(self.kube.kubeconfig("cloud-routes")),
+                *self._cidr_args(),
+                "--vpc-id",
+                self.vpc.vpc_id,
+                "--cluster-name",
+                self.spec.name,
+                "--endpoint-url",
+                self.moto.endpoint,
+                "--period",
+                "2",
+                "--metrics",
+                "off",
+            ],
+            "cloud-routes.log",
+            env,
+        )
+        from pyroute2 import IPRoute
+
+        for node in self.nodes:
+            host = self.lab.host(node)
+            gateway = on_segment[host.interfaces[0].segment].ipv4.ip
+            with IPRoute(netns=host.namespace) as ipr:
+                for cidr in self.spec.cluster_cidrs:
+                    ipr.route("replace", dst=cidr, gateway=str(gateway))
+
+    def _spawn_logged(self, host: str, argv: list[str], log_name: str, env: dict) -> None:
+        log = (self.directory / log_name).open("ab")
+        self.lab.popen(host, argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        log.close()
 
     def stop_etcd(self) -> None:
         if self.etcd is not None:

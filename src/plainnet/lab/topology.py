@@ -419,4 +419,25 @@ def two_segments(
     )
 
 
-TOPOLOGIES = {"single-segment": single_segment, "two-segments": two_segments}
+def cloud_vpc(
+    name: str = "demo", hosts: int = 4, *, ipv6: bool = False, host_prefix: str = "host"
+) -> Topology:
+    """A VPC's subnets: two segments joined by the router ``vpc``, whose routes a lab
+    adapter keeps equal to the emulated cloud's route tables (:mod:`plainnet.lab.vpc`);
+    hosts alternate between the subnets — scenario 2's underlay. IPv4 only (the
+    emulated VPC routes no IPv6)."""
+    return Topology(
+        name=name,
+        segments=[
+            Segment(name="subneta", **segment_subnets(1, False)),
+            Segment(name="subnetb", **segment_subnets(2, False)),
+        ],
+        routers=[Router(name="vpc", segments=["subneta", "subnetb"])],
+        hosts=[
+            Host(name=f"{host_prefix}{i}", segment="subneta" if i % 2 else "subnetb")
+            for i in range(1, hosts + 1)
+        ],
+    )
+
+
+TOPOLOGIES = {"single-segment": single_segment, "two-segments": two_segments, "cloud": cloud_vpc}

@@ -56,6 +56,10 @@ IDENTITIES = {
         "system:serviceaccount:kube-system:plainnet-allocator",
         ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
     ),
+    "cloud-routes": (
+        "system:serviceaccount:kube-system:plainnet-cloud-routes",
+        ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+    ),
     "nobody": ("plainnet-nobody", []),
 }
 
@@ -308,9 +312,12 @@ class KubeControlPlane:
                     f"applying {kind} {document['metadata']['name']} failed: {reply}"
                 )
 
-    def create_node(self, name: str, addresses: list[str]) -> None:
-        """A Node object as a kubelet registers it: the object, then its status addresses."""
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    def create_node(self, name: str, addresses: list[str], provider_id: str | None = None) -> None:
+        """A Node object as a kubelet registers it: the object (with the cloud's
+        ``spec.providerID`` when given), then its status addresses."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+        if provider_id:
+            body["spec"] = {"providerID": provider_id}
         status, reply = self.request("POST", "/api/v1/nodes", body)
         if status not in (201, 409):
             raise PlainnetError(f"creating node {name} failed: {reply}")

@@ -4,6 +4,8 @@
 - :mod:`.vxlan`: an overlay device, routes through peer VTEPs, permanent neighbour and
   FDB entries; Flannel-compatible on the wire.
 - :mod:`.auto`: host-gw to on-link peers, vxlan to the others (composed of the two).
+- :mod:`.cloud`: no peer routes at all — the VPC's route table carries pod subnets
+  (kept by ``plainnet cloud-routes``).
 
 The table below is the only place that lists them. Modules are imported when a
 backend is loaded, so importing this package costs nothing and a host-gw agent never
@@ -26,6 +28,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "host-gw": ("hostgw", "plain routes via peer node addresses (one L2 segment)"),
     "vxlan": ("vxlan", "VXLAN overlay to every peer"),
     "auto": ("auto", "direct routes to on-link peers, VXLAN to the others"),
+    "cloud": ("cloud", "no peer routes: the cloud VPC's route table carries pod subnets"),
 }
 BACKENDS = tuple(TABLE)
 
