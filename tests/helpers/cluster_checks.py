@@ -58,7 +58,7 @@ def metric(cluster, node, name):
     )
 
 
-def agent_cleanup(cluster, node):
+def agent_cleanup(cluster, node, *, keep_pods=False):
     """``plainnet agent cleanup`` on ``node``, as an operator runs it."""
     command = [
         sys.executable,
@@ -68,6 +68,7 @@ def agent_cleanup(cluster, node):
         "cleanup",
         "--run-dir",
         str(cluster.run_dir(node)),
+        *(["--keep-pods"] if keep_pods else []),
     ]
     return cluster.lab.run(node, command, capture_output=True, text=True)
 

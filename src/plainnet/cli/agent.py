@@ -245,11 +245,18 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
 @click.option(
     "--run-dir", type=click.Path(path_type=Path), default=Path("/run/plainnet"), show_default=True
 )
-def cleanup(run_dir: Path) -> None:
+@click.option(
+    "--keep-pods",
+    is_flag=True,
+    help="Keep the pod bridge and the pod address records, so running pods keep their "
+    "addresses while another network agent (e.g. flanneld) takes over the node's routes.",
+)
+def cleanup(run_dir: Path, keep_pods: bool) -> None:
     """Remove everything plainnet created on this node: its routes and nexthops, every
     backend's devices, the pod bridge, the masquerade table, the state file and the pod
     address records. Routes, devices and tables of other software are never touched.
-    Delete the node's pods first: their addresses go with the bridge."""
+    Delete the node's pods first: their addresses go with the bridge (or pass
+    --keep-pods when another agent takes the node over with its pods running)."""
     from plainnet.agent import ROUTE_PROTOCOL
     from plainnet.agent.backends import BACKENDS, load_backend
     from plainnet.agent.kernel import KernelRoutes
@@ -263,10 +270,11 @@ def cleanup(run_dir: Path) -> None:
         devices = sorted({d for name in BACKENDS for d in load_backend(name).remove(kernel)})
     finally:
         kernel.close()
-    bridges = remove_pod_bridges()
+    bridges = [] if keep_pods else remove_pod_bridges()
     table = masquerade.remove()
     (run_dir / FILE_NAME).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "ipam", ignore_errors=True)
+    if not keep_pods:
+        shutil.rmtree(run_dir / "ipam", ignore_errors=True)
     removed = [f"{routes} routes and {nexthops} nexthops (protocol {ROUTE_PROTOCOL})"]
     removed += [f"the device {d}" for d in [*devices, *bridges]]
     if table:

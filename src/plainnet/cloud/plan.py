@@ -104,7 +104,7 @@ class RoutePlan:
     #: nodes whose every pod subnet is (or, once the changes are made, will be)
     #: routed to them in every table
     routed: set[str] = field(default_factory=set)
-    #: instances of routed nodes whose source/destination check is still on
+    #: instances of the cluster's nodes whose source/destination check is still on
     source_dest_check: list[str] = field(default_factory=list)
     desired: int = 0
     present: int = 0
@@ -253,6 +253,6 @@ def plan_routes(
     refused = {p.node for p in problems}
     plan.routed = {n for n in served if n not in refused} if cloud.tables else set()
     plan.source_dest_check = sorted(
-        {instance_of[n] for n in plan.routed if cloud.instances[instance_of[n]].source_dest_check}
+        {i for i in instance_of.values() if cloud.instances[i].source_dest_check}
     )
     return plan
