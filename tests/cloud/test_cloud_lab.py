@@ -3,23 +3,13 @@ on two subnets of an emulated VPC, whose router follows moto's route tables; the
 in those tables are written by ``plainnet cloud-routes`` alone. Pods reach each other
 with no tunnel and no peer route on any node — the VPC's route table carries them."""
 
-import time
-
 import pytest
 
 from plainnet.lab.reachability import probe_pods
 from plainnet.node_state import read_node_state
+from tests.helpers.cluster_checks import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def cluster_routes(cluster, table):
@@ -43,8 +33,8 @@ def test_pods_on_two_vpc_subnets_talk_through_the_vpc_route_tables(cluster_facto
     subnets = {n: str(read_node_state(cluster.run_dir(n)).subnets[0]) for n in cluster.nodes}
     expected = {subnets[n]: vpc.instances[n] for n in cluster.nodes}
     for table in vpc.tables.values():
-        wait_until(lambda t=table: cluster_routes(cluster, t) == expected, 30, "every route")
-    wait_until(lambda: all_pods_reach_each_other(cluster), 20, "all-pairs connectivity")
+        wait_until(lambda t=table: cluster_routes(cluster, t) == expected, 30, what="every route")
+    wait_until(lambda: all_pods_reach_each_other(cluster), 20, what="all-pairs connectivity")
     segments = {cluster.lab.host(n).interfaces[0].segment for n in cluster.nodes}
     assert len(segments) == 2  # nodes on different subnets of the VPC
     for node in cluster.nodes:  # no tunnel, no peer routes: the VPC routes
@@ -55,11 +45,15 @@ def test_pods_on_two_vpc_subnets_talk_through_the_vpc_route_tables(cluster_facto
     # a route deleted by hand in the cloud comes back, and with it the traffic
     table = vpc.tables[cluster.lab.host("node1").interfaces[0].segment]
     cluster.ec2().delete_route(RouteTableId=table, DestinationCidrBlock=subnets["node2"])
-    wait_until(lambda: cluster_routes(cluster, table) == expected, 15, "the route to come back")
-    wait_until(lambda: all_pods_reach_each_other(cluster), 20, "connectivity again")
+    wait_until(
+        lambda: cluster_routes(cluster, table) == expected, 15, what="the route to come back"
+    )
+    wait_until(lambda: all_pods_reach_each_other(cluster), 20, what="connectivity again")
 
     # a deleted node's route goes from every table
     assert cluster.kube.request("DELETE", "/api/v1/nodes/node4")[0] == 200
     del expected[subnets["node4"]]
     for table in vpc.tables.values():
-        wait_until(lambda t=table: cluster_routes(cluster, t) == expected, 15, "node4's route gone")
+        wait_until(
+            lambda t=table: cluster_routes(cluster, t) == expected, 15, what="node4's route gone"
+        )

@@ -16,6 +16,7 @@ from plainnet.lab.vpc import build_vpc
 from plainnet.testing.etcd_server import EtcdServer
 from plainnet.testing.kube_control_plane import KubeControlPlane
 from plainnet.testing.moto_server import CREDENTIALS, MotoServer
+from tests.helpers.cluster_checks import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -34,15 +35,6 @@ def kube():
 def moto():
     with MotoServer() as server:
         yield server
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Controller:
@@ -154,7 +146,7 @@ def test_routes_follow_nodes_within_the_limit_and_never_touch_foreign_ones(kube,
                 len(own_routes(ec2, tables[1])) == 51 and len(events(kube, "RouteTableFull")) >= 10
             ),
             60,
-            "a full route table and its RouteTableFull events",
+            what="a full route table and its RouteTableFull events",
         )
         routed = own_routes(ec2, tables[0])
         assert len(routed) == 50, controller.log.read_text()[-2000:]
@@ -168,14 +160,14 @@ def test_routes_follow_nodes_within_the_limit_and_never_touch_foreign_ones(kube,
             ("InvalidProviderID", "broken"),
             ("InstanceNotFound", "ghost"),
         ]:
-            wait_until(lambda r=reason, n=name: n in events(kube, r), 10, reason)
+            wait_until(lambda r=reason, n=name: n in events(kube, r), 10, what=reason)
         for table in tables:
             assert foreign_routes(ec2, table) == foreign[table]
         # source/destination check off on every node instance
         described = ec2.describe_instances(InstanceIds=list(vpc.instances.values()))
         checks = {i["SourceDestCheck"] for r in described["Reservations"] for i in r["Instances"]}
         assert checks == {False}
-        wait_until(lambda: condition(kube, "n0") == ("False", "RouteCreated"), 10, "condition")
+        wait_until(lambda: condition(kube, "n0") == ("False", "RouteCreated"), 10, what="condition")
         assert condition(kube, min(waiting)) == ("True", "NoRouteCreated")
 
         # a route deleted by hand comes back; a deleted node's route goes and frees room
@@ -183,13 +175,13 @@ def test_routes_follow_nodes_within_the_limit_and_never_touch_foreign_ones(kube,
         wait_until(
             lambda: ("10.244.3.0/24", vpc.instances["n3"]) in own_routes(ec2, tables[0]),
             10,
-            "the deleted route to come back",
+            what="the deleted route to come back",
         )
         assert kube.request("DELETE", "/api/v1/nodes/n5")[0] == 200
         wait_until(
             lambda: all(d != "10.244.5.0/24" for d, _ in own_routes(ec2, tables[0])),
             10,
-            "the deleted node's route to go",
+            what="the deleted node's route to go",
         )
         first = min(waiting)
         wait_until(
@@ -197,7 +189,7 @@ def test_routes_follow_nodes_within_the_limit_and_never_touch_foreign_ones(kube,
                 (f"10.244.{first[1:]}.0/24", vpc.instances[first]) in own_routes(ec2, tables[0])
             ),
             10,
-            "the freed room to go to the first waiting node",
+            what="the freed room to go to the first waiting node",
         )
 
         # restarted after kill -9: the same routes, none twice
