@@ -8,11 +8,9 @@ of cluster CIDRs. Other tables (kube-proxy's, the portmap plugin's) are not touc
 
 from __future__ import annotations
 
-import subprocess
-
+from plainnet import nft
 from plainnet.ipam.types import IPNetwork
 
-NFT = "/usr/sbin/nft"
 TABLE = "plainnet"
 
 
@@ -38,21 +36,13 @@ def ruleset(cluster_cidrs: list[IPNetwork]) -> str:
     )
 
 
-class MasqueradeError(Exception):
-    """nft refused the ruleset; the message carries its words."""
+MasqueradeError = nft.NftError
 
 
 def apply(cluster_cidrs: list[IPNetwork]) -> None:
-    result = subprocess.run(
-        [NFT, "-f", "-"], input=ruleset(cluster_cidrs), text=True, capture_output=True, timeout=30
-    )
-    if result.returncode != 0:
-        raise MasqueradeError(f"could not install the masquerade rules: {result.stderr.strip()}")
+    nft.run_script(ruleset(cluster_cidrs), "the masquerade rules")
 
 
 def remove() -> bool:
     """Delete plainnet's table; returns whether there was one (uninstall)."""
-    result = subprocess.run(
-        [NFT, "delete", "table", "inet", TABLE], capture_output=True, timeout=30
-    )
-    return result.returncode == 0
+    return nft.delete_table("inet", TABLE)
