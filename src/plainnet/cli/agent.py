@@ -14,7 +14,7 @@ import shutil
 import socket
 from ipaddress import ip_address
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -105,6 +105,14 @@ def _address(value: str) -> object:
     show_default=True,
     help="Answer the plainnet CNI plugin on this node (@plainnet-cni).",
 )
+@click.option(
+    "--network-policy/--no-network-policy",
+    default=False,
+    envvar="PLAINNET_NETWORK_POLICY",
+    show_default=True,
+    help="Enforce Kubernetes NetworkPolicies for this node's pods with nftables "
+    "(Kubernetes datastore; needs deploy/network-policy.yaml's RBAC).",
+)
 @backend_options
 @click.pass_context
 def agent(
@@ -118,6 +126,7 @@ def agent(
     resync: float,
     metrics: str,
     cni_server: bool,
+    network_policy: bool,
     datastore: str,
     kubeconfig: Path | None,
     cluster_cidrs: tuple[str, ...],
@@ -144,6 +153,11 @@ def agent(
         raise PlainnetError(
             f"{given[0]} is for the Kubernetes datastore; with etcd every node reads the "
             f"backend from <prefix>/config: set it with `plainnet etcd init --backend ...`"
+        )
+    if network_policy and datastore != "kubernetes":
+        raise PlainnetError(
+            "--network-policy needs --datastore kubernetes (policies, pods and namespaces "
+            "come from the API server)"
         )
     from plainnet.agent.startup import AgentSettings
 
@@ -173,13 +187,20 @@ def agent(
 
         assert etcd_endpoint is not None
         store = EtcdDatastore(etcd_endpoint, etcd_prefix, ttl_seconds=lease_ttl)
-    run_node(settings, store, listen, cni_server)
+    run_node(settings, store, listen, cni_server, kubeconfig if network_policy else False)
 
 
-def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int], cni: bool) -> None:
+def run_node(
+    settings: AgentSettings,
+    store: Datastore,
+    listen: tuple[str, int],
+    cni: bool,
+    policy_kubeconfig: Path | Literal[False] | None = False,
+) -> None:
     """The node's processes, side by side, until SIGTERM or SIGINT: the metrics and
     health endpoint and the CNI server (both from the first second: until the agent has
-    this node's facts, CNI STATUS says 50 and ADD "try again later"), and the agent."""
+    this node's facts, CNI STATUS says 50 and ADD "try again later"), the agent, and —
+    unless ``policy_kubeconfig`` is False — the network policy enforcer."""
     from plainnet.agent.kernel import KernelRoutes, forwarding_off
     from plainnet.agent.metrics import AgentMetrics, serve_http
     from plainnet.agent.reactor import Agent, run_until_signalled
@@ -228,11 +249,33 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
                 )
             return ok, why
 
+        enforcing = None
+        if policy_kubeconfig is not False:
+            from lightkube import AsyncClient
+
+            from plainnet.datastore.kubernetes import load_kube_config
+            from plainnet.policy.enforcer import PolicyEnforcer, PolicyMetrics
+
+            enforcer = PolicyEnforcer(
+                AsyncClient(config=load_kube_config(policy_kubeconfig)),
+                settings.node_name,
+                PolicyMetrics(metrics.registry),
+                settings.resync_seconds,
+            )
+            enforcing = asyncio.create_task(enforcer.run_supervised())
+            agent_ready = ready
+
+            def ready() -> tuple[bool, str]:
+                ok, why = agent_ready()
+                return enforcer.ready() if ok else (ok, why)
+
         try:
             if listen[1]:
                 http = await serve_http(listen[0], listen[1], metrics, agent.alive, ready)
             await agent.run(stop)
         finally:
+            if enforcing is not None:
+                enforcing.cancel()
             if http is not None:
                 http.close()
             if cni_server is not None:
@@ -253,7 +296,8 @@ def run_node(settings: AgentSettings, store: Datastore, listen: tuple[str, int],
 )
 def cleanup(run_dir: Path, keep_pods: bool) -> None:
     """Remove everything plainnet created on this node: its routes and nexthops, every
-    backend's devices, the pod bridge, the masquerade table, the state file and the pod
+    backend's devices, the pod bridge, the masquerade and network policy tables, the
+    state file and the pod
     address records. Routes, devices and tables of other software are never touched.
     Delete the node's pods first: their addresses go with the bridge (or pass
     --keep-pods when another agent takes the node over with its pods running)."""
@@ -263,6 +307,8 @@ def cleanup(run_dir: Path, keep_pods: bool) -> None:
     from plainnet.cni import masquerade
     from plainnet.cni.netlink_dataplane import remove_pod_bridges
     from plainnet.node_state import FILE_NAME
+    from plainnet.policy import nft as policy_nft
+    from plainnet.policy.compiler import TABLE as POLICY_TABLE
 
     kernel = KernelRoutes(ROUTE_PROTOCOL)
     try:
@@ -272,6 +318,7 @@ def cleanup(run_dir: Path, keep_pods: bool) -> None:
         kernel.close()
     bridges = [] if keep_pods else remove_pod_bridges()
     table = masquerade.remove()
+    policy_table = policy_nft.remove()
     (run_dir / FILE_NAME).unlink(missing_ok=True)
     if not keep_pods:
         shutil.rmtree(run_dir / "ipam", ignore_errors=True)
@@ -279,4 +326,6 @@ def cleanup(run_dir: Path, keep_pods: bool) -> None:
     removed += [f"the device {d}" for d in [*devices, *bridges]]
     if table:
         removed.append(f"the nftables table inet {masquerade.TABLE}")
+    if policy_table:
+        removed.append(f"the nftables table inet {POLICY_TABLE}")
     click.echo("removed " + ", ".join(removed))

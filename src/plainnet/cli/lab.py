@@ -86,6 +86,12 @@ def lab() -> None:
 )
 @backend_option
 @click.option(
+    "--network-policy",
+    is_flag=True,
+    help="With --datastore kubernetes: every agent enforces NetworkPolicies; lab pods "
+    "are Pod objects in the lab's API server (namespace default, label pod=<name>).",
+)
+@click.option(
     "--underlay",
     type=click.Choice(["dual", "ipv4", "ipv6"]),
     default="dual",
@@ -103,10 +109,13 @@ def up(
     datastore: str,
     allocator: str,
     backend: str,
+    network_policy: bool,
     underlay: str,
 ) -> None:
     """Build a lab and show what it holds."""
     _require_root()
+    if network_policy and datastore != "kubernetes":
+        raise PlainnetError("--network-policy needs --datastore kubernetes (and --nodes)")
     if underlay == "ipv6" and not ipv6:
         raise PlainnetError("--underlay ipv6 needs IPv6 in the lab: drop --no-ipv6")
     if nodes:
@@ -124,6 +133,7 @@ def up(
                 topology=topology,
                 backend=backend,
                 underlay={"dual": 0, "ipv4": 4, "ipv6": 6}[underlay],
+                network_policy=network_policy,
             )
         ).up(timeout=120)
         _print_status(cluster.lab)

@@ -29,9 +29,10 @@ from typing import Any
 from plainnet.cni.install import CONFLIST, install
 from plainnet.errors import PlainnetError
 from plainnet.ipam.types import IPAddress
-from plainnet.lab import netns
+from plainnet.lab import kubelet, netns
 from plainnet.lab.builder import STATE_DIR, Lab
 from plainnet.lab.cni_runtime import CniCallError, CniRuntime
+from plainnet.lab.kubelet import PortSpec
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, Host, Topology
 from plainnet.lab.vpc import InNamespace, VpcLayout, build_vpc
 from plainnet.node_state import NodeState, read_node_state
@@ -43,6 +44,7 @@ from plainnet.testing.moto_server import MotoServer
 ETCD_PORT = 2379
 KUBE_API_PORT = 6443
 MOTO_PORT = 5000
+NETWORK_POLICY_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "network-policy.yaml"
 CLOUD_ROUTES_MANIFEST = (
     Path(__file__).resolve().parents[3] / "deploy" / "cloud" / "aws" / "cloud-routes.yaml"
 )
@@ -76,14 +78,19 @@ class ClusterSpec:
     #: The node's address families (--node-ip): 0 — every one its host has (IPv4
     #: first); 4 or 6 — that family's only (a single-underlay VXLAN node).
     underlay: int = 0
+    #: Agents enforce NetworkPolicies (--network-policy; the Kubernetes datastore).
+    network_policy: bool = False
 
 
 @dataclass(frozen=True)
 class Pod:
     name: str
     node: str
+    #: the pod's network namespace
     namespace: str
     addresses: tuple[IPAddress, ...]
+    #: with the Kubernetes datastore: the Pod object's namespace (its name is ``name``)
+    kube_namespace: str = "default"
 
 
 def cluster_topology(spec: ClusterSpec) -> Topology:
@@ -111,6 +118,8 @@ class LabCluster:
         self.agents: dict[str, subprocess.Popen[Any]] = {}
         self.pods: list[Pod] = []
         self.vpc: VpcLayout | None = None
+        #: Kubernetes namespaces made for lab pods (each once)
+        self._namespaces: set[str] = set()
 
     @property
     def nodes(self) -> list[str]:
@@ -189,6 +198,7 @@ class LabCluster:
                     "node": p.node,
                     "namespace": p.namespace,
                     "addresses": [str(a) for a in p.addresses],
+                    "kube_namespace": p.kube_namespace,
                 }
                 for p in self.pods
             ],
@@ -204,7 +214,13 @@ class LabCluster:
             return None
         cluster = cls(ClusterSpec(**record["spec"]), state_dir)
         cluster.pods = [
-            Pod(p["name"], p["node"], p["namespace"], tuple(ip_address(a) for a in p["addresses"]))
+            Pod(
+                p["name"],
+                p["node"],
+                p["namespace"],
+                tuple(ip_address(a) for a in p["addresses"]),
+                p.get("kube_namespace", "default"),
+            )
             for p in record["pods"]
         ]
         return cluster
@@ -241,6 +257,8 @@ class LabCluster:
         )
         self.kube.start()
         self.kube.apply(RBAC_MANIFEST)
+        if self.spec.network_policy:
+            self.kube.apply(NETWORK_POLICY_MANIFEST)
         if self.spec.allocator == "plainnet":
             log = (self.directory / "allocator.log").open("ab")
             self.allocator = self.lab.popen(
@@ -378,6 +396,7 @@ class LabCluster:
                 *self._cidr_args(),
                 "--backend",
                 self.spec.backend,
+                *(["--network-policy"] if self.spec.network_policy else []),
             ]
         else:
             datastore = ["--etcd-endpoint", self.etcd_endpoint]
@@ -492,10 +511,15 @@ class LabCluster:
         timeout: float = 10.0,
         runtime_config: dict[str, Any] | None = None,
         runtime: CniRuntime | None = None,
+        kube_namespace: str = "default",
+        labels: dict[str, str] | None = None,
+        ports: list[PortSpec] | None = None,
     ) -> Pod:
         """A pod namespace, plumbed by the CNI plugin exactly as a runtime calls it (through
         ``runtime``, by default the lab's own CNI directories). Like kubelet, retry while
-        the plugin says "try again later" (code 11)."""
+        the plugin says "try again later" (code 11). With the Kubernetes datastore the
+        pod is also a Pod object in ``kube_namespace`` (labels: ``labels``, default
+        ``pod: <name>``; container ports ``ports``), as a kubelet reports it."""
         runtime = runtime or self.runtime(node)
         namespace = f"{PREFIX}{self.spec.name}-{node}-{pod}"
         netns.create(namespace)
@@ -511,11 +535,26 @@ class LabCluster:
                     raise PlainnetError(str(failure)) from None
                 time.sleep(0.05)
         addresses = tuple(ip_interface(ip["address"]).ip for ip in result["ips"])
-        created = Pod(f"{node}-{pod}", node, namespace, addresses)
+        created = Pod(f"{node}-{pod}", node, namespace, addresses, kube_namespace)
+        if self.spec.datastore == "kubernetes":
+            if kube_namespace not in self._namespaces:
+                kubelet.ensure_namespace(self.kube, kube_namespace)
+                self._namespaces.add(kube_namespace)
+            kubelet.register_pod(
+                self.kube,
+                kube_namespace,
+                created.name,
+                node,
+                addresses,
+                labels if labels is not None else {"pod": created.name},
+                ports or [],
+            )
         self.pods.append(created)
         return created
 
     def delete_pod(self, pod: Pod) -> None:
+        if self.spec.datastore == "kubernetes":
+            kubelet.unregister_pod(self.kube, pod.kube_namespace, pod.name)
         self.runtime(pod.node).delete(pod.namespace, str(netns.path_of(pod.namespace)))
         netns.remove(pod.namespace)
         self.pods.remove(pod)
