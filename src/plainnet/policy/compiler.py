@@ -102,6 +102,7 @@ class _Compiler:
         self.sets = _Sets()
         self.pods = [p for p in cluster.pods if not p.host_network and p.addresses]
         self._peer_pods: dict[tuple[str, Peer], list[Pod]] = {}
+        self._peer_clauses: dict[tuple[str, tuple[Peer, ...], str], list[str]] = {}
 
     # --- peers --------------------------------------------------------------------------
 
@@ -148,24 +149,33 @@ class _Compiler:
 
     def rule_lines(self, policy: Policy, rule: Rule, pod: Pod, direction: str) -> list[str]:
         """The nft rules of one policy rule for ``pod``'s chain in ``direction``."""
-        where = "saddr" if direction == INGRESS else "daddr"
-        if rule.peers:
-            networks = self.peer_networks(policy.namespace, rule.peers)
-            peer_clauses = []
-            for version, prefix in ((4, "ip"), (6, "ip6")):
-                name = self.sets.name(version, networks[version])
-                if name is not None:
-                    peer_clauses.append(f"{prefix} {where} @{name} ")
-            if not peer_clauses:
-                return []  # the peers match no address: the rule allows nothing
-        else:
-            peer_clauses = [""]
+        peer_clauses = self.peer_clauses(policy.namespace, rule.peers, direction)
+        if not peer_clauses:
+            return []  # the peers match no address: the rule allows nothing
         lines = []
         port_clauses, named = self.port_clauses(rule.ports, pod, direction)
         lines += [f"{p}{q}return".replace("  ", " ") for p in peer_clauses for q in port_clauses]
         if named:
             lines += self.named_egress(policy, rule, named)
         return lines
+
+    def peer_clauses(self, namespace: str, peers: tuple[Peer, ...], direction: str) -> list[str]:
+        """The address matches of a rule's peers (one per family that has addresses;
+        ``[""]``: every peer) — worked out once per policy rule, however many of this
+        node's pods the policy selects."""
+        key = (namespace, peers, direction)
+        if key not in self._peer_clauses:
+            where = "saddr" if direction == INGRESS else "daddr"
+            clauses = [""]
+            if peers:
+                networks = self.peer_networks(namespace, peers)
+                clauses = []
+                for version, prefix in ((4, "ip"), (6, "ip6")):
+                    name = self.sets.name(version, networks[version])
+                    if name is not None:
+                        clauses.append(f"{prefix} {where} @{name} ")
+            self._peer_clauses[key] = clauses
+        return self._peer_clauses[key]
 
     def port_clauses(
         self, ports: tuple[Port, ...], pod: Pod, direction: str
