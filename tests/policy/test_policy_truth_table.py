@@ -8,11 +8,12 @@ server, and the observed one is probed. Each case prints both."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
-from plainnet.lab import kubelet
+from plainnet.lab import kubelet, netns
 from plainnet.lab.port_matrix import Endpoint, format_matrix, probe_matrix
 from plainnet.policy.evaluator import allowed, endpoint
 from plainnet.policy.model import parse_cluster
@@ -141,7 +142,7 @@ def lab(request, tmp_path_factory):
             cluster_cidrs=["10.244.0.0/16"],
             datastore="kubernetes",
             network_policy=True,
-            resync_seconds=30,
+            resync_seconds=5,  # a hand-edited table is back within one
         )
     )
     cluster.up(timeout=120)
@@ -335,3 +336,67 @@ def test_policies_added_and_removed_while_traffic_flows(lab, clean):
     before = lab.applies()
     lab.delete_all()
     lab.converge("deny in x removed: all open again", before)
+
+
+def nft_table(lab, node):
+    return lab.cluster.lab.run(
+        node, ["nft", "list", "table", "inet", "plainnet-policy"], capture_output=True, text=True
+    )
+
+
+def test_a_hand_deleted_table_comes_back_and_a_killed_agent_keeps_enforcing(lab, clean):
+    lab.create(policy("x", "deny", types=["Ingress"]))
+    lab.converge("deny ingress in x", clean)
+    node = lab.pods["x/a"].node
+    # by hand: the table deleted -> the next resync applies it again
+    lab.cluster.lab.run(node, ["nft", "delete", "table", "inet", "plainnet-policy"], check=True)
+    deadline = time.monotonic() + 15
+    while nft_table(lab, node).returncode != 0:
+        assert time.monotonic() < deadline, "the table did not come back"
+        time.sleep(0.2)
+    lab.converge("after the table was deleted by hand", None)
+    # the agent killed: the last table keeps enforcing (fail-closed), and a policy
+    # removed meanwhile is seen by the restarted agent
+    lab.cluster.stop_agent(node, kill=True)
+    lab.converge("agent killed: x stays denied on its node", None)
+    assert nft_table(lab, node).returncode == 0
+    lab.delete_all()
+    lab.cluster.start_agent(node)
+    deadline = time.monotonic() + 30
+    while "deny" in nft_table(lab, node).stdout or "jump" in nft_table(lab, node).stdout:
+        assert time.monotonic() < deadline, "the restarted agent kept the old table"
+        time.sleep(0.2)
+    lab.converge("agent restarted after the policy went: all open", None)
+    dropped = metric(lab.cluster, lab.pods["x/b"].node, "plainnet_policy_dropped_packets_total")
+    assert dropped >= 0  # present; counted per pod and direction at each apply
+
+
+def test_an_established_connection_survives_a_policy_that_now_denies_it(lab, clean):
+    """Documented behaviour: conntrack lets the packets of a connection established
+    before the policy through until it ends; new connections are denied at once."""
+    source, target = lab.pods["y/a"], lab.pods["x/a"]
+    listener = netns.socket_in(target.namespace)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((str(target.addresses[0]), 82))  # 80 and 81 are the probes'
+    listener.listen(4)
+    client = netns.socket_in(source.namespace)
+    client.settimeout(3)
+    try:
+        client.connect((str(target.addresses[0]), 82))
+        server, _ = listener.accept()
+        server.settimeout(3)
+        lab.create(policy("x", "deny", types=["Ingress"]))
+        lab.converge("deny ingress in x (while a connection is open)", clean)
+        client.sendall(b"still here")
+        assert server.recv(64) == b"still here"
+        server.sendall(b"and back")
+        assert client.recv(64) == b"and back"
+        server.close()
+        fresh = netns.socket_in(source.namespace)
+        fresh.settimeout(1)
+        with pytest.raises(OSError):  # a new connection: denied
+            fresh.connect((str(target.addresses[0]), 82))
+        fresh.close()
+    finally:
+        client.close()
+        listener.close()
