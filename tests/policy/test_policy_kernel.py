@@ -17,13 +17,15 @@ from plainnet.lab import netns
 from plainnet.lab.port_matrix import Endpoint, format_matrix, probe_matrix
 from plainnet.namespaces import thread_in_namespace
 from plainnet.policy import nft as policy_nft
-from plainnet.policy.compiler import compile_ruleset
+from plainnet.policy.compiler import compile_ruleset, update_script
 from plainnet.policy.evaluator import allowed, endpoint
 from plainnet.policy.model import Cluster, ContainerPort, Namespace, Pod, parse_policy
 
 pytestmark = [pytest.mark.root]
 
 NAMESPACES = ("x", "y", "z")
+#: the table applied last, by lab cluster: each example changes it by the difference
+APPLIED: dict = {}
 PODS = ("a", "b", "c")
 #: named ports: "serve" is 80 on a, 81 on b, absent on c
 NAMED = {"a": (ContainerPort("serve", 80, "TCP"), ContainerPort("serve", 80, "UDP")),
@@ -52,6 +54,7 @@ def node_with_nine_pods(cluster_factory, lab_name):
             )
         )
     yield cluster, pods
+    APPLIED.pop(id(cluster), None)
     with thread_in_namespace(netns.path_of(cluster.lab.host("node1").namespace)):
         policy_nft.remove()
 
@@ -141,7 +144,13 @@ def check(cluster_and_pods, documents):
     )
     ruleset = compile_ruleset(cluster, "node1")
     with thread_in_namespace(netns.path_of(lab_cluster.lab.host("node1").namespace)):
-        policy_nft.apply(ruleset)
+        # from the last example's table by the difference alone, as the agent does
+        previous = APPLIED.get(id(lab_cluster))
+        if previous is None:
+            policy_nft.apply(ruleset)
+        else:
+            policy_nft.run(update_script(previous, ruleset), whole=False)
+    APPLIED[id(lab_cluster)] = ruleset
     observed = probe_matrix([e for _, e in pods])
     expected = {
         probe: allowed(

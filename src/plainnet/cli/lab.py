@@ -14,13 +14,14 @@ from plainnet.cli.output import console
 from plainnet.errors import PlainnetError
 from plainnet.lab import netns
 from plainnet.lab.builder import (
+    STATE_DIR,
     Lab,
     describe,
     remove_everything,
     remove_lab,
     running_labs,
 )
-from plainnet.lab.cluster import ClusterSpec, LabCluster
+from plainnet.lab.cluster import KUBECONFIG, ClusterSpec, LabCluster
 from plainnet.lab.reachability import probe_all_pairs, probe_pods
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, lab_of_namespace
 
@@ -269,6 +270,24 @@ def exec(lab_name: str | None, host: str, command: tuple[str, ...]) -> None:
         os.execvp(command[0], list(command))
     except FileNotFoundError:
         raise PlainnetError(f"command not found: {command[0]}") from None
+
+
+@lab.command()
+@click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
+def kubeconfig(lab_name: str | None) -> None:
+    """Print the path of an admin kubeconfig for the lab's API server (a lab with
+    --datastore kubernetes), reached through a loopback door on this machine:
+
+    kubectl --kubeconfig "$(plainnet lab kubeconfig)" apply -f policy.yaml"""
+    _require_root()
+    built = _pick_lab(lab_name)
+    path = STATE_DIR / built.name / KUBECONFIG
+    if not path.exists():
+        raise PlainnetError(
+            f"lab {built.name} has no API server: build one with "
+            f"`plainnet lab up --nodes N --datastore kubernetes`"
+        )
+    click.echo(str(path))
 
 
 @lab.command()

@@ -36,7 +36,7 @@ from plainnet.lab.kubelet import PortSpec
 from plainnet.lab.topology import PREFIX, TOPOLOGIES, Host, Topology
 from plainnet.lab.vpc import InNamespace, VpcLayout, build_vpc
 from plainnet.node_state import NodeState, read_node_state
-from plainnet.testing.etcd_server import EtcdServer
+from plainnet.testing.etcd_server import EtcdServer, free_port
 from plainnet.testing.kube_control_plane import RBAC_MANIFEST, KubeControlPlane
 from plainnet.testing.moto_server import CREDENTIALS as MOTO_CREDENTIALS
 from plainnet.testing.moto_server import MotoServer
@@ -44,6 +44,8 @@ from plainnet.testing.moto_server import MotoServer
 ETCD_PORT = 2379
 KUBE_API_PORT = 6443
 MOTO_PORT = 5000
+#: The admin kubeconfig through the loopback door, in the cluster's directory.
+KUBECONFIG = "kubeconfig"
 NETWORK_POLICY_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "network-policy.yaml"
 CLOUD_ROUTES_MANIFEST = (
     Path(__file__).resolve().parents[3] / "deploy" / "cloud" / "aws" / "cloud-routes.yaml"
@@ -176,6 +178,7 @@ class LabCluster:
         return self
 
     def down(self) -> None:
+        self._close_api_door()
         self.lab.down()  # stops etcd and the agents: they run inside the lab's namespaces
         for process in self.agents.values():
             if process.poll() is None:
@@ -256,6 +259,7 @@ class LabCluster:
             connect=partial(netns.socket_in, etcd_host.namespace),
         )
         self.kube.start()
+        self.open_api_door()
         self.kube.apply(RBAC_MANIFEST)
         if self.spec.network_policy:
             self.kube.apply(NETWORK_POLICY_MANIFEST)
@@ -283,6 +287,50 @@ class LabCluster:
             self.kube.create_node(
                 node, [str(a) for a in self.lab.host(node).addresses()], provider_ids.get(node)
             )
+
+    def open_api_door(self) -> None:
+        """A loopback door to the API server (:mod:`plainnet.lab.forward`) and an admin
+        kubeconfig through it (``plainnet lab kubeconfig``), so kubectl on this machine
+        reaches the lab without the machine's namespace getting a route into it."""
+        port = free_port()
+        log = (self.directory / "api-forward.log").open("ab")
+        door = subprocess.Popen(
+            [
+                *PLAINNET[:1],
+                "-m",
+                "plainnet.lab.forward",
+                "--listen-port",
+                str(port),
+                "--namespace",
+                self.lab.host("etcd").namespace,
+                "--target",
+                f"{self.lab.host('etcd').ipv4}:{KUBE_API_PORT}",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._door = door
+        (self.directory / "api-forward.pid").write_text(str(door.pid))
+        config = json.loads(self.kube.kubeconfig("admin").read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://localhost:{port}"
+        (self.directory / KUBECONFIG).write_text(json.dumps(config, indent=1))
+
+    def _close_api_door(self) -> None:
+        """Stop the door: this process's child, or (``lab down`` from another process)
+        the PID it recorded, if that is still the door."""
+        door = getattr(self, "_door", None)
+        if door is not None:
+            netns.terminate(door, grace_seconds=3)
+            return
+        try:
+            pid = int((self.directory / "api-forward.pid").read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"plainnet.lab.forward" in command:  # ours, not a reused PID
+            netns.stop_processes([pid])
 
     # --- the cloud scenario (topology "cloud") ---------------------------------------------
 
@@ -514,12 +562,14 @@ class LabCluster:
         kube_namespace: str = "default",
         labels: dict[str, str] | None = None,
         ports: list[PortSpec] | None = None,
+        register: bool = True,
     ) -> Pod:
         """A pod namespace, plumbed by the CNI plugin exactly as a runtime calls it (through
         ``runtime``, by default the lab's own CNI directories). Like kubelet, retry while
         the plugin says "try again later" (code 11). With the Kubernetes datastore the
         pod is also a Pod object in ``kube_namespace`` (labels: ``labels``, default
-        ``pod: <name>``; container ports ``ports``), as a kubelet reports it."""
+        ``pod: <name>``; container ports ``ports``), as a kubelet reports it — unless
+        ``register`` is False (the caller registers it later)."""
         runtime = runtime or self.runtime(node)
         namespace = f"{PREFIX}{self.spec.name}-{node}-{pod}"
         netns.create(namespace)
@@ -536,7 +586,7 @@ class LabCluster:
                 time.sleep(0.05)
         addresses = tuple(ip_interface(ip["address"]).ip for ip in result["ips"])
         created = Pod(f"{node}-{pod}", node, namespace, addresses, kube_namespace)
-        if self.spec.datastore == "kubernetes":
+        if self.spec.datastore == "kubernetes" and register:
             if kube_namespace not in self._namespaces:
                 kubelet.ensure_namespace(self.kube, kube_namespace)
                 self._namespaces.add(kube_namespace)

@@ -140,7 +140,8 @@ def pids_inside(name: str) -> list[int]:
 
 def stop_processes(pids: Iterable[int], grace_seconds: float = 3.0) -> None:
     """SIGTERM the given processes, then SIGKILL whatever still runs after the grace time.
-    Only ever called with PIDs found inside namespaces a lab created."""
+    Only ever called with PIDs found inside namespaces a lab created, or recorded by
+    the lab when it started them."""
     pending = set(pids) - {os.getpid()}
     for pid in pending:
         _signal(pid, signal.SIGTERM)

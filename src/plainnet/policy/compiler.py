@@ -9,10 +9,16 @@ pod: the source pod's node checks egress, the destination pod's node ingress)::
                                   ip saddr vmap @egress4      (and ip6 / @egress6)
                                   ip daddr vmap @ingress4     (and ip6 / @ingress6)
     chain input     hook input:   the same egress maps (a pod's traffic to its node)
-    map egress4     pod address -> jump eg-<n>     one element per isolated pod
-    chain eg-<n>    one rule per (peers, ports) a selecting policy allows: return
-                    counter name eg-<n> drop
-    set p4-<n>      peer addresses (pods by selector, ipBlocks less their excepts)
+    map egress4     pod address -> jump eg-<h>     one element per isolated pod
+    chain eg-<h>    one rule per (peers, ports) a selecting policy allows: return
+                    counter name eg-<h> drop
+    set p4-<h>      peer addresses (pods by selector, ipBlocks less their excepts)
+
+Names are digests of what they stand for (a chain's of its pod, a set's of its
+content), so two compiles name the same thing alike and :func:`update_script` can
+change the kernel's table by the difference alone — the sets, chains and map elements
+that changed — in one transaction; :attr:`CompiledRuleset.text` replaces it whole (at
+start, on a resync, after a failure).
 
 - A **verdict map keyed by pod address** finds a packet's pod chain in one lookup, so
   the cost per packet does not grow with the number of pods; inside a chain, peers are
@@ -26,73 +32,187 @@ pod: the source pod's node checks egress, the destination pod's node ingress)::
   the output hook, which the table does not hook — as most implementations do.
 - Pods' IPv6 neighbour discovery to the node is always let in (a pod denied all egress
   still resolves its gateway; nothing else passes).
-- Sets of identical content are one set; interval sets are collapsed first (nftables
-  refuses overlapping intervals).
+- Sets of identical content are one set; their addresses are merged into disjoint
+  ranges first (nftables refuses overlapping intervals). Peer pods are found through
+  an index by namespace and label, so a selector looks at its candidates only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from plainnet.ipam.types import IPAddress, IPNetwork
+from plainnet.ipam.types import IPAddress
 from plainnet.policy.model import EGRESS, INGRESS, Cluster, Peer, Pod, Policy, Port, Rule
+from plainnet.policy.selectors import LabelSelector
 
 TABLE = "plainnet-policy"
 FAMILY = "inet"
 DIRECTIONS = ((INGRESS, "in", "ingress"), (EGRESS, "eg", "egress"))
-_SAFE = re.compile(r"[^A-Za-z0-9._/-]")
+MAPS = ("ingress4", "ingress6", "egress4", "egress6")
+_SAFE = re.compile(r"[^A-Za-z0-9._/ -]")
+
+BASE_CHAINS = """    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state established,related accept
+        ip saddr vmap @egress4
+        ip6 saddr vmap @egress6
+        ip daddr vmap @ingress4
+        ip6 daddr vmap @ingress6
+    }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ct state established,related accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
+        ip saddr vmap @egress4
+        ip6 saddr vmap @egress6
+    }"""
 
 
 @dataclass
 class CompiledRuleset:
-    text: str
-    #: chain name -> (pod key, direction), for the per-pod drop counters
-    chains: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: set name -> its declaration ("type ...; flags interval; elements = { ... }")
+    sets: dict[str, str] = field(default_factory=dict)
+    #: pod chain name -> its rules (the counted drop last)
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    #: pod chain name -> (pod key, direction): also the name of its drop counter
+    owners: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: map name -> pod address -> pod chain
+    maps: dict[str, dict[str, str]] = field(default_factory=lambda: {m: {} for m in MAPS})
     policies: int = 0
     selected_pods: int = 0
     rules: int = 0
     #: addresses two local pods claim: the first pod (by key) keeps them
     conflicts: list[str] = field(default_factory=list)
 
+    @property
+    def text(self) -> str:
+        """The script that replaces the table whole."""
+        lines = [
+            f"table {FAMILY} {TABLE} {{}}",
+            f"delete table {FAMILY} {TABLE}",
+            f"table {FAMILY} {TABLE} {{",
+        ]
+        lines += [f"    counter {chain} {{}}" for chain in self.chains]
+        lines += [f"    set {name} {{ {body} }}" for name, body in self.sets.items()]
+        for name in MAPS:
+            elements = ", ".join(f"{a} : jump {c}" for a, c in self.maps[name].items())
+            body = f" elements = {{ {elements} }};" if elements else ""
+            lines.append(f"    map {name} {{ type {_map_type(name)} : verdict;{body} }}")
+        for chain, rules in self.chains.items():
+            lines.append(f"    chain {chain} {{")
+            lines += [f"        {rule}" for rule in rules]
+            lines.append("    }")
+        lines += [BASE_CHAINS, "}"]
+        return "\n".join(lines) + "\n"
+
+
+def _map_type(name: str) -> str:
+    return "ipv4_addr" if name.endswith("4") else "ipv6_addr"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def update_script(old: CompiledRuleset, new: CompiledRuleset) -> str:
+    """The transaction that turns the table ``old`` describes into ``new``: only the
+    sets, chains, counters and map elements that differ ("" when none do)."""
+    at = f"{FAMILY} {TABLE}"
+    lines = [f"add set {at} {n} {{ {b} }}" for n, b in new.sets.items() if n not in old.sets]
+    lines += [f"add counter {at} {c}" for c in new.chains if c not in old.chains]
+    for chain, rules in new.chains.items():
+        if old.chains.get(chain) == rules:
+            continue
+        comment, body = rules[0], rules[1:]  # a chain's comment is part of the chain
+        if chain not in old.chains:
+            lines.append(f"add chain {at} {chain} {{ {comment} ; }}")
+        lines.append(f"flush chain {at} {chain}")
+        lines += [f"add rule {at} {chain} {rule}" for rule in body]
+    for name in MAPS:
+        before, after = old.maps[name], new.maps[name]
+        gone = [a for a, c in before.items() if after.get(a) != c]
+        added = [f"{a} : jump {c}" for a, c in after.items() if before.get(a) != c]
+        if gone:
+            lines.append(f"delete element {at} {name} {{ {', '.join(gone)} }}")
+        if added:
+            lines.append(f"add element {at} {name} {{ {', '.join(added)} }}")
+    for chain in old.chains:
+        if chain not in new.chains:
+            lines += [f"delete chain {at} {chain}", f"delete counter {at} {chain}"]
+    lines += [f"delete set {at} {n}" for n in old.sets if n not in new.sets]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges sorted and merged where they overlap or touch."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
 
 class _Sets:
-    """Named address sets, one per distinct content."""
+    """Named address sets, one per distinct content, named by a digest of it."""
 
     def __init__(self) -> None:
-        self.names: dict[tuple[int, tuple[IPNetwork, ...]], str] = {}
+        self.declared: dict[str, str] = {}
+        self._names: dict[tuple[int, tuple[tuple[int, int], ...]], str] = {}
 
-    def name(self, version: int, networks: Iterable[IPNetwork]) -> str | None:
-        collapsed = tuple(ipaddress.collapse_addresses(networks))  # type: ignore[type-var]
-        if not collapsed:
+    def name(self, version: int, ranges: list[tuple[int, int]]) -> str | None:
+        merged = tuple(_merge(ranges))
+        if not merged:
             return None
-        key = (version, collapsed)
-        if key not in self.names:
-            self.names[key] = f"p{version}-{len(self.names)}"
-        return self.names[key]
-
-    def declarations(self) -> list[str]:
-        lines = []
-        for (version, networks), name in self.names.items():
-            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
-            elements = ", ".join(_element(n) for n in networks)
-            lines.append(
-                f"    set {name} {{ type {kind}; flags interval; elements = {{ {elements} }} }}"
+        key = (version, merged)
+        if key not in self._names:
+            make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            elements = ", ".join(
+                str(make(a)) if a == b else f"{make(a)}-{make(b)}" for a, b in merged
             )
-        return lines
+            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+            body = f"type {kind}; flags interval; elements = {{ {elements} }};"
+            name = f"p{version}-{_digest(body)}"
+            self._names[key] = name
+            self.declared[name] = body
+        return self._names[key]
 
 
-def _element(network: IPNetwork) -> str:
-    return (
-        str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
-    )
+class _Index:
+    """Pods by namespace and by label, so a selector is matched against its
+    candidates only."""
 
+    def __init__(self, pods: list[Pod]) -> None:
+        self.by_namespace: dict[str, list[Pod]] = defaultdict(list)
+        self.by_label: dict[tuple[str, str], set[Pod]] = defaultdict(set)
+        for pod in pods:
+            self.by_namespace[pod.namespace].append(pod)
+            for item in pod.labels.items():
+                self.by_label[item].add(pod)
 
-def _host(address: IPAddress) -> IPNetwork:
-    return ipaddress.ip_network(address)
+    def select(self, namespaces: list[str], selector: LabelSelector | None) -> list[Pod]:
+        requirements = selector.requirements if selector is not None else ()
+        narrowing = next((r for r in requirements if r.operator == "In"), None)
+        found = []
+        wanted = set(namespaces)
+        if narrowing is not None and selector is not None:
+            candidates = set().union(
+                *(self.by_label.get((narrowing.key, v), ()) for v in narrowing.values)
+            )
+            found = [p for p in candidates if p.namespace in wanted and selector.matches(p.labels)]
+        else:
+            for namespace in namespaces:
+                found += [
+                    p
+                    for p in self.by_namespace.get(namespace, ())
+                    if selector is None or selector.matches(p.labels)
+                ]
+        return sorted(found, key=lambda p: (p.namespace, p.name))
 
 
 class _Compiler:
@@ -101,6 +221,7 @@ class _Compiler:
         self.node = node
         self.sets = _Sets()
         self.pods = [p for p in cluster.pods if not p.host_network and p.addresses]
+        self.index = _Index(self.pods)
         self._peer_pods: dict[tuple[str, Peer], list[Pod]] = {}
         self._peer_clauses: dict[tuple[str, tuple[Peer, ...], str], list[str]] = {}
 
@@ -110,33 +231,32 @@ class _Compiler:
         """The pods a selector peer of a policy in ``namespace`` matches."""
         key = (namespace, peer)
         if key not in self._peer_pods:
-            found = []
-            for pod in self.pods:
-                if peer.namespace_selector is None:
-                    if pod.namespace != namespace:
-                        continue
-                elif not peer.namespace_selector.matches(
-                    self.cluster.namespace_labels(pod.namespace)
-                ):
-                    continue
-                if peer.pod_selector is None or peer.pod_selector.matches(pod.labels):
-                    found.append(pod)
-            self._peer_pods[key] = found
+            if peer.namespace_selector is None:
+                namespaces = [namespace]
+            else:
+                namespaces = [
+                    n
+                    for n in self.index.by_namespace
+                    if peer.namespace_selector.matches(self.cluster.namespace_labels(n))
+                ]
+            self._peer_pods[key] = self.index.select(namespaces, peer.pod_selector)
         return self._peer_pods[key]
 
-    def peer_networks(self, namespace: str, peers: tuple[Peer, ...]) -> dict[int, list[IPNetwork]]:
-        networks: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    def peer_ranges(self, namespace: str, peers: tuple[Peer, ...]) -> dict[int, list]:
+        ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
         for peer in peers:
             if peer.broken:
                 continue
             if peer.ip_block is not None:
                 for network in peer.ip_block.networks():
-                    networks[network.version].append(network)
+                    ranges[network.version].append(
+                        (int(network.network_address), int(network.broadcast_address))
+                    )
                 continue
             for pod in self.peer_pods(namespace, peer):
                 for address in pod.addresses:
-                    networks[address.version].append(_host(address))
-        return networks
+                    ranges[address.version].append((int(address), int(address)))
+        return ranges
 
     def peer_has(self, namespace: str, peer: Peer, pod: Pod, address: IPAddress) -> bool:
         if peer.broken:
@@ -144,20 +264,6 @@ class _Compiler:
         if peer.ip_block is not None:
             return peer.ip_block.contains(address)
         return pod in self.peer_pods(namespace, peer)
-
-    # --- rules --------------------------------------------------------------------------
-
-    def rule_lines(self, policy: Policy, rule: Rule, pod: Pod, direction: str) -> list[str]:
-        """The nft rules of one policy rule for ``pod``'s chain in ``direction``."""
-        peer_clauses = self.peer_clauses(policy.namespace, rule.peers, direction)
-        if not peer_clauses:
-            return []  # the peers match no address: the rule allows nothing
-        lines = []
-        port_clauses, named = self.port_clauses(rule.ports, pod, direction)
-        lines += [f"{p}{q}return".replace("  ", " ") for p in peer_clauses for q in port_clauses]
-        if named:
-            lines += self.named_egress(policy, rule, named)
-        return lines
 
     def peer_clauses(self, namespace: str, peers: tuple[Peer, ...], direction: str) -> list[str]:
         """The address matches of a rule's peers (one per family that has addresses;
@@ -168,14 +274,27 @@ class _Compiler:
             where = "saddr" if direction == INGRESS else "daddr"
             clauses = [""]
             if peers:
-                networks = self.peer_networks(namespace, peers)
+                ranges = self.peer_ranges(namespace, peers)
                 clauses = []
                 for version, prefix in ((4, "ip"), (6, "ip6")):
-                    name = self.sets.name(version, networks[version])
+                    name = self.sets.name(version, ranges[version])
                     if name is not None:
                         clauses.append(f"{prefix} {where} @{name} ")
             self._peer_clauses[key] = clauses
         return self._peer_clauses[key]
+
+    # --- rules --------------------------------------------------------------------------
+
+    def rule_lines(self, policy: Policy, rule: Rule, pod: Pod, direction: str) -> list[str]:
+        """The nft rules of one policy rule for ``pod``'s chain in ``direction``."""
+        peer_clauses = self.peer_clauses(policy.namespace, rule.peers, direction)
+        if not peer_clauses:
+            return []  # the peers match no address: the rule allows nothing
+        port_clauses, named = self.port_clauses(rule.ports, pod, direction)
+        lines = [f"{p}{q}return" for p in peer_clauses for q in port_clauses]
+        if named:
+            lines += self.named_egress(policy, rule, named)
+        return lines
 
     def port_clauses(
         self, ports: tuple[Port, ...], pod: Pod, direction: str
@@ -232,14 +351,15 @@ class _Compiler:
     # --- the table ----------------------------------------------------------------------
 
     def compile(self) -> CompiledRuleset:
-        result = CompiledRuleset("", policies=len(self.cluster.policies))
+        result = CompiledRuleset(policies=len(self.cluster.policies))
         local = sorted(
             (p for p in self.pods if p.node == self.node), key=lambda p: (p.namespace, p.name)
         )
-        maps: dict[str, list[str]] = {f"{d}{v}": [] for d in ("ingress", "egress") for v in (4, 6)}
         claimed: dict[IPAddress, str] = {}
-        chains: list[str] = []
         selected: set[str] = set()
+        by_namespace: dict[str, list[Policy]] = defaultdict(list)  # a policy selects its own
+        for policy in self.cluster.policies:
+            by_namespace[policy.namespace].append(policy)
         for pod in local:
             addresses = []
             for address in pod.addresses:
@@ -248,20 +368,17 @@ class _Compiler:
                     addresses.append(address)
                 else:
                     result.conflicts.append(f"{address} of {pod.key} is {owner}'s")
-            for direction, prefix, map_name in (
-                (INGRESS, "in", "ingress"),
-                (EGRESS, "eg", "egress"),
-            ):
+            for direction, prefix, map_name in DIRECTIONS:
                 policies = [
                     p
-                    for p in self.cluster.policies
+                    for p in by_namespace.get(pod.namespace, ())
                     if direction in p.types and self.cluster.selected(p, pod)
                 ]
                 if not policies or not addresses:
                     continue
                 selected.add(pod.key)
-                chain = f"{prefix}-{len(result.chains)}"
-                result.chains[chain] = (pod.key, direction)
+                chain = f"{prefix}-{_digest(pod.key)}"
+                result.owners[chain] = (pod.key, direction)
                 rules = [
                     line
                     for policy in policies
@@ -271,65 +388,16 @@ class _Compiler:
                 rules = list(dict.fromkeys(rules))  # the same rule from two policies: once
                 result.rules += len(rules)
                 comment = _SAFE.sub("_", f"{pod.key} {direction}")[:120]
-                chains.append(
-                    "\n".join(
-                        [
-                            f"    chain {chain} {{",
-                            f'        comment "{comment}"',
-                            *(f"        {r}" for r in rules),
-                            f'        counter name "{chain}" drop',
-                            "    }",
-                        ]
-                    )
-                )
+                result.chains[chain] = [
+                    f'comment "{comment}"',
+                    *rules,
+                    f'counter name "{chain}" drop',
+                ]
                 for address in addresses:
-                    maps[f"{map_name}{address.version}"].append(f"{address} : jump {chain}")
+                    result.maps[f"{map_name}{address.version}"][str(address)] = chain
         result.selected_pods = len(selected)
-        lines = [
-            f"table {FAMILY} {TABLE} {{}}",
-            f"delete table {FAMILY} {TABLE}",
-            f"table {FAMILY} {TABLE} {{",
-        ]
-        lines += [f"    counter {chain} {{}}" for chain in result.chains]
-        lines += self.sets.declarations()
-        for name, elements in maps.items():
-            kind = "ipv4_addr" if name.endswith("4") else "ipv6_addr"
-            body = f" elements = {{ {', '.join(elements)} }};" if elements else ""
-            lines.append(f"    map {name} {{ type {kind} : verdict;{body} }}")
-        lines += chains
-        lines += [
-            "    chain forward {",
-            "        type filter hook forward priority filter; policy accept;",
-            "        ct state established,related accept",
-            "        ip saddr vmap @egress4",
-            "        ip6 saddr vmap @egress6",
-            "        ip daddr vmap @ingress4",
-            "        ip6 daddr vmap @ingress6",
-            "    }",
-            "    chain input {",
-            "        type filter hook input priority filter; policy accept;",
-            "        ct state established,related accept",
-            "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }"
-            " accept",
-            "        ip saddr vmap @egress4",
-            "        ip6 saddr vmap @egress6",
-            "    }",
-            "}",
-        ]
-        result.text = "\n".join(lines) + "\n"
+        result.sets = self.sets.declared
         return result
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Port ranges sorted and merged where they overlap or touch (nftables refuses
-    overlapping elements in one set)."""
-    merged: list[tuple[int, int]] = []
-    for low, high in sorted(ranges):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-        else:
-            merged.append((low, high))
-    return merged
 
 
 def compile_ruleset(cluster: Cluster, node: str) -> CompiledRuleset:

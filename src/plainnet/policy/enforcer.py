@@ -2,11 +2,12 @@
 cluster's NetworkPolicies say for this node's pods.
 
 Level-triggered like the routes: every NetworkPolicy, Pod and Namespace is kept from a
-list and a watch (relisted every :data:`RELIST_SECONDS`, and whenever a watch fails);
-any change marks the table dirty, and one apply compiles the whole ruleset from all
-objects and replaces the table in one transaction. A burst of changes within
-:data:`BATCH_SECONDS` costs one apply. Every ``resync`` seconds the table is applied
-again whatever happened, so a hand-edited or deleted table converges.
+list and a watch (relisted every :data:`RELIST_SECONDS`, and whenever a watch fails),
+parsed as it arrives; any change marks the table dirty, and one apply compiles the
+whole ruleset from all objects and changes the kernel's table by the difference to the
+last one applied, in one transaction. A burst of changes within :data:`BATCH_SECONDS`
+costs one apply. Every ``resync`` seconds (and after any failure) the table is
+replaced whole, so a hand-edited or deleted table converges.
 
 Fail-closed: nothing is applied until all three kinds have been listed (half a view
 could open pods a policy isolates); a failed apply leaves the previous table
@@ -31,8 +32,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from plainnet.controllers import API_ERRORS
 from plainnet.nft import NftError
 from plainnet.policy import nft as policy_nft
-from plainnet.policy.compiler import CompiledRuleset, compile_ruleset
-from plainnet.policy.model import Problem, parse_cluster
+from plainnet.policy.compiler import CompiledRuleset, compile_ruleset, update_script
+from plainnet.policy.model import Cluster, Problem, parse_namespace, parse_pod, parse_policy
 from plainnet.retry import Backoff
 from plainnet.text import printable
 
@@ -82,13 +83,25 @@ def _key(document: dict) -> str:
     return f"{metadata.get('namespace') or ''}/{metadata.get('name')}"
 
 
+def _parse(kind: str, document: dict) -> tuple[Any, list[Problem]]:
+    problems: list[Problem] = []
+    if kind == "policies":
+        return parse_policy(document, problems), problems
+    try:
+        return (parse_pod if kind == "pods" else parse_namespace)(document), problems
+    except ValueError as exc:
+        return None, [Problem(f"a {kind[:-1]}", str(exc))]
+
+
 class PolicyObjects:
-    """Every NetworkPolicy, Pod and Namespace, as API dicts, from a list and a watch each."""
+    """Every NetworkPolicy, Pod and Namespace, parsed as it arrives, from a list and a
+    watch each."""
 
     def __init__(self, client: AsyncClient, on_change: Callable[[], None]) -> None:
         self.client = client
         self.on_change = on_change
-        self.objects: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
+        #: kind -> namespace/name -> (parsed value or None, its problems)
+        self.objects: dict[str, dict[str, tuple[Any, list[Problem]]]] = {k: {} for k in KINDS}
         self.listed: set[str] = set()
 
     async def follow(self, kind: str) -> None:
@@ -101,7 +114,7 @@ class PolicyObjects:
                 items = {}
                 async for item in listing:
                     document = item.to_dict()
-                    items[_key(document)] = document
+                    items[_key(document)] = _parse(kind, document)
                 self.objects[kind] = items
                 self.listed.add(kind)
                 self.on_change()
@@ -121,20 +134,21 @@ class PolicyObjects:
             if event == "DELETED":
                 items.pop(_key(document), None)
             else:
-                items[_key(document)] = document
+                items[_key(document)] = _parse(kind, document)
             self.on_change()
 
-    def snapshot(self) -> tuple[list[dict], list[dict], list[dict]]:
-        return (
-            list(self.objects["policies"].values()),
-            list(self.objects["pods"].values()),
-            list(self.objects["namespaces"].values()),
+    def snapshot(self) -> tuple[Cluster, list[Problem]]:
+        """Everything as of now (the parsed values are immutable: a worker thread may
+        compile from them while the watches go on)."""
+        values = {kind: list(items.values()) for kind, items in self.objects.items()}
+        problems = [p for items in values.values() for _, found in items for p in found]
+        namespaces = {n.name: n for n, _ in values["namespaces"] if n is not None}
+        cluster = Cluster(
+            [p for p, _ in values["policies"] if p is not None],
+            [p for p, _ in values["pods"] if p is not None],
+            namespaces,
         )
-
-
-def compile_for(node: str, objects: tuple[list, list, list]) -> tuple[CompiledRuleset, list]:
-    cluster, problems = parse_cluster(*objects)
-    return compile_ruleset(cluster, node), problems
+        return cluster, problems
 
 
 class PolicyEnforcer:
@@ -150,6 +164,8 @@ class PolicyEnforcer:
         self.applied: CompiledRuleset | None = None
         self.last_error: str | None = None
         self._logged: set[Problem] = set()
+        #: drop counter readings by chain, at the last count
+        self._drops_seen: dict[str, int] = {}
 
     async def run_supervised(self) -> None:
         """:meth:`run` for ever: a failure (a bug) is logged and it starts again; the
@@ -169,25 +185,34 @@ class PolicyEnforcer:
         followers = [asyncio.create_task(self.objects.follow(k)) for k in KINDS]
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
+                resync = False
+                try:
                     await asyncio.wait_for(self.dirty.wait(), self.resync)
+                except TimeoutError:
+                    resync = True
                 if len(self.objects.listed) < len(KINDS):
                     continue  # not everything listed yet: keep what enforces now
                 await asyncio.sleep(BATCH_SECONDS)
                 self.dirty.clear()
-                await self.enforce()
+                await self.enforce(whole=resync)
         finally:
             for task in followers:
                 task.cancel()
 
-    async def enforce(self) -> None:
+    async def enforce(self, whole: bool = False) -> None:
+        """Compile from all objects and bring the kernel's table there: by the
+        difference to the last applied table, or ``whole``."""
         started = time.perf_counter()
-        ruleset, problems = await asyncio.to_thread(compile_for, self.node, self.objects.snapshot())
+        cluster, problems = self.objects.snapshot()
+        ruleset = await asyncio.to_thread(compile_ruleset, cluster, self.node)
         self._report(problems, ruleset)
+        previous = None if whole else self.applied
+        script = ruleset.text if previous is None else update_script(previous, ruleset)
         try:
-            await asyncio.to_thread(self._replace, ruleset)
+            await asyncio.to_thread(self._apply, script, previous is None)
         except NftError as exc:
             self.last_error = str(exc)
+            self.applied = None  # the next apply replaces the table whole
             self.metrics.applies.labels("failed").inc()
             delay = self.backoff.delay()
             log.error("%s; the previous table stays; again in %.1fs", printable(str(exc)), delay)
@@ -201,10 +226,11 @@ class PolicyEnforcer:
         self.metrics.policies.set(ruleset.policies)
         self.metrics.selected.set(ruleset.selected_pods)
         self.metrics.rules.set(ruleset.rules)
-        if self.applied is None or self.applied.text != ruleset.text:
+        if script and (self.applied is None or self.applied.chains != ruleset.chains):
             log.info(
-                "network policy table applied: %d policies, %d of this node's pods isolated, "
+                "network policy table %s: %d policies, %d of this node's pods isolated, "
                 "%d rules (%.0f ms)",
+                "replaced" if previous is None else "updated",
                 ruleset.policies,
                 ruleset.selected_pods,
                 ruleset.rules,
@@ -212,18 +238,25 @@ class PolicyEnforcer:
             )
         self.applied = ruleset
 
-    def _replace(self, ruleset: CompiledRuleset) -> None:
-        """On a thread: count what the old table dropped, then replace it."""
+    def _apply(self, script: str, whole: bool) -> None:
+        """On a thread: count what the table dropped so far, then change it."""
         self._count_drops()
-        policy_nft.apply(ruleset)
+        if script:
+            policy_nft.run(script, whole)
+        if whole:
+            self._drops_seen = {}  # a new table's counters start at zero
 
     def _count_drops(self) -> None:
         if self.applied is None:
             return
+        seen = {}
         for chain, packets in policy_nft.dropped_packets().items():
-            owner = self.applied.chains.get(chain)
-            if owner and packets:
-                self.metrics.dropped.labels(owner[0], owner[1].lower()).inc(packets)
+            seen[chain] = packets
+            owner = self.applied.owners.get(chain)
+            new = packets - self._drops_seen.get(chain, 0)
+            if owner and new > 0:
+                self.metrics.dropped.labels(owner[0], owner[1].lower()).inc(new)
+        self._drops_seen = seen
 
     def _report(self, problems: list[Problem], ruleset: CompiledRuleset) -> None:
         new = [p for p in problems if p not in self._logged]

@@ -10,7 +10,13 @@ def apply(ruleset: CompiledRuleset) -> None:
     """Replace the table whole, in one transaction: no packet ever meets half a
     ruleset, and the other tables (masquerade, kube-proxy's, the user's) are untouched.
     :class:`~plainnet.nft.NftError` if nft refuses it (the old table then stays)."""
-    nft.run_script(ruleset.text, f"the network policy table ({ruleset.rules} rules)")
+    run(ruleset.text, whole=True)
+
+
+def run(script: str, whole: bool) -> None:
+    """A script of :mod:`~plainnet.policy.compiler`'s: the whole table, or the change
+    from the last one (:func:`~plainnet.policy.compiler.update_script`)."""
+    nft.run_script(script, "the network policy table" + ("" if whole else " update"))
 
 
 def remove() -> bool:
