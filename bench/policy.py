@@ -244,6 +244,10 @@ def main() -> None:
             client.namespace, target.namespace, target.addresses[0], 3.0, 500, 3
         )
 
+        spent = [
+            cluster.metric("node1", f"plainnet_policy_apply_seconds_{kind}")
+            for kind in ("sum", "count")
+        ]
         sender = Sender(client.namespace, target.namespace, str(target.addresses[0]))
         try:
             denied = []
@@ -260,6 +264,14 @@ def main() -> None:
         finally:
             sender.close()
         rows.append(("policy created -> first dropped packet, p50 / p99", percentiles(denied), ""))
+        now = [
+            cluster.metric("node1", f"plainnet_policy_apply_seconds_{kind}")
+            for kind in ("sum", "count")
+        ]
+        per_apply = (now[0] - spent[0]) / max(1.0, now[1] - spent[1])
+        rows.append(
+            ("the agent's own compile + apply, mean per change", f"{per_apply * 1000:.0f} ms", "")
+        )
 
         # a new pod in a namespace denied all ingress: isolated once the agent knows it
         deny_all = {"podSelector": {}, "policyTypes": ["Ingress"]}

@@ -35,21 +35,28 @@ def run_script(script: str, what: str) -> None:
 
 
 def delete_table(family: str, name: str) -> bool:
-    """Delete one table; returns whether there was one."""
-    result = subprocess.run(
-        [NFT, "delete", "table", family, name], capture_output=True, timeout=TIMEOUT_SECONDS
-    )
+    """Delete one table; returns whether there was one (False also where there is no
+    nft at all: then there is no table either)."""
+    try:
+        result = subprocess.run(
+            [NFT, "delete", "table", family, name], capture_output=True, timeout=TIMEOUT_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
     return result.returncode == 0
 
 
 def counters(family: str, table: str) -> dict[str, int]:
     """The packets of each named counter in the table (none if there is no table)."""
-    result = subprocess.run(
-        [NFT, "-j", "list", "counters", "table", family, table],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_SECONDS,
-    )
+    try:
+        result = subprocess.run(
+            [NFT, "-j", "list", "counters", "table", family, table],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
     if result.returncode != 0:
         return {}
     found = {}

@@ -44,18 +44,7 @@ def lease_key(cluster, node):
 
 
 def metric(cluster, node, name):
-    script = (
-        "import urllib.request;print(urllib.request.urlopen("
-        "'http://127.0.0.1:9158/metrics').read().decode())"
-    )
-    text = cluster.lab.run(
-        node, [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
+    return cluster.metric(node, name)
 
 
 def agent_cleanup(cluster, node, *, keep_pods=False):

@@ -82,3 +82,24 @@ def test_policies_on_a_vxlan_cluster_and_masquerade_beside_them(cluster_factory,
     finally:
         client.close()
         listener.close()
+
+
+def test_an_agent_without_the_add_on_removes_a_table_left_behind(cluster_factory, lab_name):
+    cluster = cluster_factory(lab_name, nodes=1, pods_per_node=0, cluster_cidrs=["10.244.0.0/16"])
+    cluster.stop_agent("node1")
+    left = "table inet plainnet-policy {\n chain forward { type filter hook forward priority 0; }\n}\n"
+    cluster.lab.run("node1", ["nft", "-f", "-"], input=left, text=True, check=True)
+    other = "table inet someone-else {\n}\n"
+    cluster.lab.run("node1", ["nft", "-f", "-"], input=other, text=True, check=True)
+    cluster.start_agent("node1")
+    deadline = time.monotonic() + 15
+    while "plainnet-policy" in tables(cluster):
+        assert time.monotonic() < deadline, "the table stayed"
+        time.sleep(0.2)
+    assert "someone-else" in tables(cluster)  # only its own
+
+
+def tables(cluster):
+    return cluster.lab.run(
+        "node1", ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout

@@ -262,6 +262,9 @@ CASES = {
     "a policy selecting no pod changes nothing": [
         policy("x", "nobody", pod("nobody"), types=["Ingress", "Egress"])
     ],
+    "a named port no pod has allows nothing (the API lets it through)": [
+        policy("y", "no-such-port", ingress=[{"ports": [{"port": "no-such-port"}]}])
+    ],
     "ingress from a rule with a peer and a port": [
         policy(
             "y",
@@ -348,6 +351,11 @@ def test_a_hand_deleted_table_comes_back_and_a_killed_agent_keeps_enforcing(lab,
     lab.create(policy("x", "deny", types=["Ingress"]))
     lab.converge("deny ingress in x", clean)
     node = lab.pods["x/a"].node
+    # the probes' drops are counted by pod and direction (read at each resync)
+    deadline = time.monotonic() + 15
+    while metric(lab.cluster, node, "plainnet_policy_dropped_packets_total") <= 0:
+        assert time.monotonic() < deadline, "no dropped packet counted"
+        time.sleep(0.5)
     # by hand: the table deleted -> the next resync applies it again
     lab.cluster.lab.run(node, ["nft", "delete", "table", "inet", "plainnet-policy"], check=True)
     deadline = time.monotonic() + 15
@@ -367,8 +375,6 @@ def test_a_hand_deleted_table_comes_back_and_a_killed_agent_keeps_enforcing(lab,
         assert time.monotonic() < deadline, "the restarted agent kept the old table"
         time.sleep(0.2)
     lab.converge("agent restarted after the policy went: all open", None)
-    dropped = metric(lab.cluster, lab.pods["x/b"].node, "plainnet_policy_dropped_packets_total")
-    assert dropped >= 0  # present; counted per pod and direction at each apply
 
 
 def test_an_established_connection_survives_a_policy_that_now_denies_it(lab, clean):
@@ -400,3 +406,20 @@ def test_an_established_connection_survives_a_policy_that_now_denies_it(lab, cle
     finally:
         client.close()
         listener.close()
+
+
+def test_what_the_api_server_refuses_never_reaches_the_agents(lab, clean):
+    """An ipBlock that is not a CIDR, a port out of range: refused by the API server's
+    validation (v1.20), so the agents' own refusal of such pieces (tests/unit/
+    test_policy.py) is the second line. What it lets through — a named port no pod
+    has — allows nothing (the case above)."""
+    for spec in (
+        {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "not-a-cidr"}}]}]},
+        {"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]},
+    ):
+        document = policy("x", "bad")
+        document["spec"] = spec
+        status, _ = lab.kube.request(
+            "POST", "/apis/networking.k8s.io/v1/namespaces/x/networkpolicies", document
+        )
+        assert status == 422

@@ -179,3 +179,18 @@ def test_ten_thousand_pods_on_one_selector_compile_into_one_set():
     assert not allowed(
         c, Endpoint(ip_address(OUTSIDE)), endpoint(c, ip_address("10.244.0.2")), "TCP", 80
     )
+
+
+def test_a_compile_that_takes_over_the_last_ones_peer_work_gives_the_same_table():
+    first, _ = cluster(policy(spec={"ingress": [{"from": [{"podSelector": {}}]}]}))
+    earlier = compile_ruleset(first, "n1")
+    spec = {
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}],
+        "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": "http"}]}],
+    }
+    second, _ = cluster(policy(spec={"ingress": [{"from": [{"podSelector": {}}]}]}),
+                        policy(spec=spec, name="q"))  # fmt: skip
+    fresh = compile_ruleset(second, "n1")
+    reused = compile_ruleset(second, "n1", reuse=earlier)
+    assert (reused.chains, reused.sets, reused.maps) == (fresh.chains, fresh.sets, fresh.maps)

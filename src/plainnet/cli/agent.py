@@ -250,7 +250,15 @@ def run_node(
             return ok, why
 
         enforcing = None
-        if policy_kubeconfig is not False:
+        if policy_kubeconfig is False:
+            from plainnet.policy import nft as policy_nft
+
+            # the add-on is off: a table an earlier run left would keep enforcing
+            if await asyncio.to_thread(policy_nft.remove):
+                logging.getLogger("plainnet.policy").info(
+                    "network policy is off: removed the table inet plainnet-policy"
+                )
+        else:
             from lightkube import AsyncClient
 
             from plainnet.datastore.kubernetes import load_kube_config

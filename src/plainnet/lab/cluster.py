@@ -487,6 +487,21 @@ class LabCluster:
             process.terminate()
         process.wait(timeout=15)
 
+    def metric(self, node: str, name: str) -> float:
+        """A sample of the agent's /metrics on ``node``, summed over its labels."""
+        script = (
+            "import urllib.request;print(urllib.request.urlopen("
+            "'http://127.0.0.1:9158/metrics').read().decode())"
+        )
+        text = self.lab.run(
+            node, [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith((name + " ", name + "{"))
+        )
+
     def agent_log(self, node: str) -> str:
         path = self.directory / f"{node}.agent.log"
         return path.read_text() if path.exists() else ""

@@ -87,6 +87,8 @@ class CompiledRuleset:
     rules: int = 0
     #: addresses two local pods claim: the first pod (by key) keeps them
     conflicts: list[str] = field(default_factory=list)
+    #: the compile's peer work, for the next compile over the same pods and namespaces
+    peers: object = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -216,14 +218,23 @@ class _Index:
 
 
 class _Compiler:
-    def __init__(self, cluster: Cluster, node: str) -> None:
+    def __init__(self, cluster: Cluster, node: str, peers: _Compiler | None = None) -> None:
+        """``peers``: an earlier compile over the same pods and namespaces, whose peer
+        work (the index, which pods a peer matches, the sets) is taken over — a change
+        of policies alone then costs only the rules of the pods they select."""
         self.cluster = cluster
         self.node = node
+        if peers is not None:
+            self.sets, self.pods, self.index = peers.sets, peers.pods, peers.index
+            self._peer_pods, self._peer_clauses = peers._peer_pods, peers._peer_clauses
+            self._named = peers._named
+            return
         self.sets = _Sets()
         self.pods = [p for p in cluster.pods if not p.host_network and p.addresses]
         self.index = _Index(self.pods)
         self._peer_pods: dict[tuple[str, Peer], list[Pod]] = {}
         self._peer_clauses: dict[tuple[str, tuple[Peer, ...], str], list[str]] = {}
+        self._named: dict[tuple, list[str]] = {}
 
     # --- peers --------------------------------------------------------------------------
 
@@ -257,13 +268,6 @@ class _Compiler:
                 for address in pod.addresses:
                     ranges[address.version].append((int(address), int(address)))
         return ranges
-
-    def peer_has(self, namespace: str, peer: Peer, pod: Pod, address: IPAddress) -> bool:
-        if peer.broken:
-            return False
-        if peer.ip_block is not None:
-            return peer.ip_block.contains(address)
-        return pod in self.peer_pods(namespace, peer)
 
     def peer_clauses(self, namespace: str, peers: tuple[Peer, ...], direction: str) -> list[str]:
         """The address matches of a rule's peers (one per family that has addresses;
@@ -331,11 +335,21 @@ class _Compiler:
     def named_egress(self, policy: Policy, rule: Rule, named: list[tuple[str, str]]) -> list[str]:
         """Egress to named ports: (destination address, protocol, port) of every pod
         the rule's peers reach that has a container port of that name."""
+        key = (policy.namespace, rule.peers, tuple(named))
+        if key in self._named:
+            return self._named[key]
+        members = [
+            (peer, set(self.peer_pods(policy.namespace, peer)) if peer.ip_block is None else None)
+            for peer in rule.peers
+            if not peer.broken
+        ]
         elements: dict[int, set[str]] = {4: set(), 6: set()}
         for pod in self.pods:
             for address in pod.addresses:
                 if rule.peers and not any(
-                    self.peer_has(policy.namespace, peer, pod, address) for peer in rule.peers
+                    peer.ip_block.contains(address) if pods is None else pod in pods
+                    for peer, pods in members
+                    if peer.ip_block is not None or pods is not None
                 ):
                     continue
                 for protocol, name in named:
@@ -346,6 +360,7 @@ class _Compiler:
             if elements[version]:
                 items = ", ".join(sorted(elements[version]))
                 lines.append(f"{prefix} daddr . meta l4proto . th dport {{ {items} }} return")
+        self._named[key] = lines
         return lines
 
     # --- the table ----------------------------------------------------------------------
@@ -396,10 +411,19 @@ class _Compiler:
                 for address in addresses:
                     result.maps[f"{map_name}{address.version}"][str(address)] = chain
         result.selected_pods = len(selected)
-        result.sets = self.sets.declared
+        used = {name for rules in result.chains.values() for r in rules for name in _SET.findall(r)}
+        result.sets = {n: b for n, b in self.sets.declared.items() if n in used}
+        result.peers = self
         return result
 
 
-def compile_ruleset(cluster: Cluster, node: str) -> CompiledRuleset:
-    """The table for the pods of ``node``."""
-    return _Compiler(cluster, node).compile()
+_SET = re.compile(r"@(p[46]-[0-9a-f]+)")
+
+
+def compile_ruleset(
+    cluster: Cluster, node: str, reuse: CompiledRuleset | None = None
+) -> CompiledRuleset:
+    """The table for the pods of ``node``. ``reuse``: an earlier result over the same
+    pods and namespaces (only policies changed since), whose peer work is taken over."""
+    earlier = reuse.peers if reuse is not None else None
+    return _Compiler(cluster, node, earlier if isinstance(earlier, _Compiler) else None).compile()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Namespace, Pod
+from lightkube.resources import core_v1
 from lightkube.resources.networking_v1 import NetworkPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,7 +33,14 @@ from plainnet.controllers import API_ERRORS
 from plainnet.nft import NftError
 from plainnet.policy import nft as policy_nft
 from plainnet.policy.compiler import CompiledRuleset, compile_ruleset, update_script
-from plainnet.policy.model import Cluster, Problem, parse_namespace, parse_pod, parse_policy
+from plainnet.policy.model import (
+    Cluster,
+    Pod,
+    Problem,
+    parse_namespace,
+    parse_pod,
+    parse_policy,
+)
 from plainnet.retry import Backoff
 from plainnet.text import printable
 
@@ -41,11 +48,17 @@ log = logging.getLogger("plainnet.policy")
 
 RELIST_SECONDS = 300.0
 BATCH_SECONDS = 0.01
+#: The drop counters are read after an update at most this often (and at each resync).
+COUNT_SECONDS = 5.0
 #: Problems (a broken peer, a port that is none) logged one line each up to this many
 #: new ones per apply; the rest are counted.
 PROBLEM_LINES = 20
 
-KINDS: dict[str, Any] = {"policies": NetworkPolicy, "pods": Pod, "namespaces": Namespace}
+KINDS: dict[str, Any] = {
+    "policies": NetworkPolicy,
+    "pods": core_v1.Pod,
+    "namespaces": core_v1.Namespace,
+}
 
 
 class PolicyMetrics:
@@ -93,6 +106,12 @@ def _parse(kind: str, document: dict) -> tuple[Any, list[Problem]]:
         return None, [Problem(f"a {kind[:-1]}", str(exc))]
 
 
+def _inert(value: Any) -> bool:
+    """A new pod that no policy can see yet: no address (it is not scheduled, or its
+    sandbox is not up)."""
+    return isinstance(value, Pod) and not value.addresses
+
+
 class PolicyObjects:
     """Every NetworkPolicy, Pod and Namespace, parsed as it arrives, from a list and a
     watch each."""
@@ -103,6 +122,9 @@ class PolicyObjects:
         #: kind -> namespace/name -> (parsed value or None, its problems)
         self.objects: dict[str, dict[str, tuple[Any, list[Problem]]]] = {k: {} for k in KINDS}
         self.listed: set[str] = set()
+        #: kind -> how many times its objects changed (a compile over unchanged pods and
+        #: namespaces may take over the last one's peer work)
+        self.generation: dict[str, int] = dict.fromkeys(KINDS, 0)
 
     async def follow(self, kind: str) -> None:
         resource = KINDS[kind]
@@ -117,6 +139,7 @@ class PolicyObjects:
                     items[_key(document)] = _parse(kind, document)
                 self.objects[kind] = items
                 self.listed.add(kind)
+                self.generation[kind] += 1
                 self.on_change()
                 backoff.reset()
                 with contextlib.suppress(TimeoutError):
@@ -131,10 +154,17 @@ class PolicyObjects:
         items = self.objects[kind]
         async for event, item in self.client.watch(resource, resource_version=version, **scope):
             document = item.to_dict()
+            key = _key(document)
             if event == "DELETED":
-                items.pop(_key(document), None)
+                if items.pop(key, None) is None:
+                    continue
             else:
-                items[_key(document)] = _parse(kind, document)
+                parsed = _parse(kind, document)
+                old = items.get(key)
+                items[key] = parsed
+                if old == parsed or (old is None and _inert(parsed[0])):
+                    continue  # nothing a policy sees changed (a kubelet's status write)
+            self.generation[kind] += 1
             self.on_change()
 
     def snapshot(self) -> tuple[Cluster, list[Problem]]:
@@ -164,6 +194,9 @@ class PolicyEnforcer:
         self.applied: CompiledRuleset | None = None
         self.last_error: str | None = None
         self._logged: set[Problem] = set()
+        #: the pod and namespace generations the last compile saw
+        self._compiled_inputs: tuple[int, int] | None = None
+        self._counted = 0.0
         #: drop counter readings by chain, at the last count
         self._drops_seen: dict[str, int] = {}
 
@@ -204,12 +237,15 @@ class PolicyEnforcer:
         difference to the last applied table, or ``whole``."""
         started = time.perf_counter()
         cluster, problems = self.objects.snapshot()
-        ruleset = await asyncio.to_thread(compile_ruleset, cluster, self.node)
+        inputs = (self.objects.generation["pods"], self.objects.generation["namespaces"])
+        reuse = self.applied if not whole and inputs == self._compiled_inputs else None
+        ruleset = await asyncio.to_thread(compile_ruleset, cluster, self.node, reuse)
+        self._compiled_inputs = inputs
         self._report(problems, ruleset)
         previous = None if whole else self.applied
         script = ruleset.text if previous is None else update_script(previous, ruleset)
         try:
-            await asyncio.to_thread(self._apply, script, previous is None)
+            await asyncio.to_thread(self._apply, script, previous is None, ruleset)
         except NftError as exc:
             self.last_error = str(exc)
             self.applied = None  # the next apply replaces the table whole
@@ -238,21 +274,27 @@ class PolicyEnforcer:
             )
         self.applied = ruleset
 
-    def _apply(self, script: str, whole: bool) -> None:
-        """On a thread: count what the table dropped so far, then change it."""
-        self._count_drops()
+    def _apply(self, script: str, whole: bool, ruleset: CompiledRuleset) -> None:
+        """On a thread: change the table. The drop counters are read after an update
+        (off the path of the change; a pod chain deleted by it takes its last drops
+        since the previous reading along), and before a whole replacement, whose
+        counters start at zero."""
+        if whole:
+            if self.applied is not None:
+                self._count_drops(self.applied)
+            self._drops_seen = {}
         if script:
             policy_nft.run(script, whole)
-        if whole:
-            self._drops_seen = {}  # a new table's counters start at zero
+        if not whole and time.monotonic() - self._counted > COUNT_SECONDS:
+            self._count_drops(ruleset)
 
-    def _count_drops(self) -> None:
-        if self.applied is None:
-            return
+    def _count_drops(self, table: CompiledRuleset) -> None:
+        """Add what each pod chain of ``table`` dropped since the last reading."""
+        self._counted = time.monotonic()
         seen = {}
         for chain, packets in policy_nft.dropped_packets().items():
             seen[chain] = packets
-            owner = self.applied.owners.get(chain)
+            owner = table.owners.get(chain)
             new = packets - self._drops_seen.get(chain, 0)
             if owner and new > 0:
                 self.metrics.dropped.labels(owner[0], owner[1].lower()).inc(new)
