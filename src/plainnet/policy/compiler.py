@@ -227,7 +227,7 @@ class _Compiler:
         if peers is not None:
             self.sets, self.pods, self.index = peers.sets, peers.pods, peers.index
             self._peer_pods, self._peer_clauses = peers._peer_pods, peers._peer_clauses
-            self._named = peers._named
+            self._named, self._chains = peers._named, peers._chains
             return
         self.sets = _Sets()
         self.pods = [p for p in cluster.pods if not p.host_network and p.addresses]
@@ -235,6 +235,8 @@ class _Compiler:
         self._peer_pods: dict[tuple[str, Peer], list[Pod]] = {}
         self._peer_clauses: dict[tuple[str, tuple[Peer, ...], str], list[str]] = {}
         self._named: dict[tuple, list[str]] = {}
+        #: (pod, direction, its selecting policies) -> its chain's rules
+        self._chains: dict[tuple, list[str]] = {}
 
     # --- peers --------------------------------------------------------------------------
 
@@ -372,6 +374,7 @@ class _Compiler:
         )
         claimed: dict[IPAddress, str] = {}
         selected: set[str] = set()
+        chains_now: dict[tuple, list[str]] = {}
         by_namespace: dict[str, list[Policy]] = defaultdict(list)  # a policy selects its own
         for policy in self.cluster.policies:
             by_namespace[policy.namespace].append(policy)
@@ -394,13 +397,17 @@ class _Compiler:
                 selected.add(pod.key)
                 chain = f"{prefix}-{_digest(pod.key)}"
                 result.owners[chain] = (pod.key, direction)
-                rules = [
-                    line
-                    for policy in policies
-                    for rule in policy.rules(direction)
-                    for line in self.rule_lines(policy, rule, pod, direction)
-                ]
-                rules = list(dict.fromkeys(rules))  # the same rule from two policies: once
+                key = (pod, direction, tuple(policies))
+                rules = self._chains.get(key)  # the same pod, policies and peers: same rules
+                if rules is None:
+                    rules = [
+                        line
+                        for policy in policies
+                        for rule in policy.rules(direction)
+                        for line in self.rule_lines(policy, rule, pod, direction)
+                    ]
+                    rules = list(dict.fromkeys(rules))  # a rule from two policies: once
+                chains_now[key] = rules
                 result.rules += len(rules)
                 comment = _SAFE.sub("_", f"{pod.key} {direction}")[:120]
                 result.chains[chain] = [
@@ -410,6 +417,7 @@ class _Compiler:
                 ]
                 for address in addresses:
                     result.maps[f"{map_name}{address.version}"][str(address)] = chain
+        self._chains = chains_now  # only what this compile used is carried over
         result.selected_pods = len(selected)
         used = {name for rules in result.chains.values() for r in rules for name in _SET.findall(r)}
         result.sets = {n: b for n, b in self.sets.declared.items() if n in used}

@@ -47,7 +47,7 @@ from plainnet.text import printable
 log = logging.getLogger("plainnet.policy")
 
 RELIST_SECONDS = 300.0
-BATCH_SECONDS = 0.01
+BATCH_SECONDS = 0.002
 #: The drop counters are read after an update at most this often (and at each resync).
 COUNT_SECONDS = 5.0
 #: Problems (a broken peer, a port that is none) logged one line each up to this many
