@@ -87,7 +87,9 @@ def test_policies_on_a_vxlan_cluster_and_masquerade_beside_them(cluster_factory,
 def test_an_agent_without_the_add_on_removes_a_table_left_behind(cluster_factory, lab_name):
     cluster = cluster_factory(lab_name, nodes=1, pods_per_node=0, cluster_cidrs=["10.244.0.0/16"])
     cluster.stop_agent("node1")
-    left = "table inet plainnet-policy {\n chain forward { type filter hook forward priority 0; }\n}\n"
+    left = (
+        "table inet plainnet-policy {\n chain forward { type filter hook forward priority 0; }\n}\n"
+    )
     cluster.lab.run("node1", ["nft", "-f", "-"], input=left, text=True, check=True)
     other = "table inet someone-else {\n}\n"
     cluster.lab.run("node1", ["nft", "-f", "-"], input=other, text=True, check=True)

@@ -4,6 +4,9 @@ and the compiler's ruleset — pure, no kernel (the kernel: tests/policy/)."""
 import time
 from ipaddress import ip_address
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from plainnet.policy.compiler import compile_ruleset
 from plainnet.policy.evaluator import Endpoint, allowed, endpoint
 from plainnet.policy.model import (
@@ -194,3 +197,40 @@ def test_a_compile_that_takes_over_the_last_ones_peer_work_gives_the_same_table(
     fresh = compile_ruleset(second, "n1")
     reused = compile_ruleset(second, "n1", reuse=earlier)
     assert (reused.chains, reused.sets, reused.maps) == (fresh.chains, fresh.sets, fresh.maps)
+
+
+def _selector(choice):
+    return [{}, {"matchLabels": {"pod": "a"}}, {"matchLabels": {"pod": "b"}}][choice]
+
+
+@st.composite
+def _policies(draw):
+    documents = []
+    for index in range(draw(st.integers(0, 4))):
+        peers = [
+            [{"podSelector": _selector(draw(st.integers(0, 2)))}],
+            [{"namespaceSelector": {"matchLabels": {"ns": draw(st.sampled_from("xy"))}}}],
+            [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}}],
+            [],
+        ][draw(st.integers(0, 3))]
+        ports = draw(st.sampled_from([[], [{"port": 80}], [{"port": "http"}]]))
+        rule = {"from": peers, "ports": ports}
+        spec = {"podSelector": _selector(draw(st.integers(0, 2))), "ingress": [rule]}
+        if draw(st.booleans()):
+            spec["egress"] = [{"to": peers, "ports": ports}]
+        documents.append(policy(draw(st.sampled_from("xy")), spec, name=f"p{index}"))
+    return documents
+
+
+@settings(max_examples=200, deadline=None)
+@given(_policies(), _policies(), _policies())
+def test_compiles_that_take_over_earlier_work_equal_fresh_ones(first, second, third):
+    """Any sequence of policy changes over the same pods: each compile that takes over
+    the last one's work gives the table a fresh compile gives."""
+    earlier = None
+    for documents in (first, second, third):
+        c, _ = cluster(*documents)
+        fresh = compile_ruleset(c, "n2")
+        reused = compile_ruleset(c, "n2", reuse=earlier)
+        assert (reused.chains, reused.sets, reused.maps) == (fresh.chains, fresh.sets, fresh.maps)
+        earlier = reused
