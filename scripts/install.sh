@@ -22,6 +22,16 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# kubectl, for `plainnet lab kubeconfig` and its test: any kubectl the machine has will
+# do (kubectl talks to API servers several versions apart); else Debian's, which is the
+# lab API server's version. Debian's package cannot be installed over another kubectl.
+if ! command -v kubectl >/dev/null; then
+    echo "install.sh: installing kubectl (kubernetes-client)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+
 # Debian's etcd-server package starts a system etcd on 127.0.0.1:2379 when installed.
 # plainnet starts its own etcd servers (in lab namespaces, in test fixtures) and never
 # needs that one; leave it alone if the operator uses it, but don't let it start on boot
