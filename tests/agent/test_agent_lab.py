@@ -440,8 +440,13 @@ def test_a_node_resumed_after_its_subnet_was_taken_claims_again_loudly(cluster_f
         taker = {"PublicIP": "10.250.0.99", "BackendType": "host-gw"}
         etcd_tool(cluster, "put", key, json.dumps(taker))
     wait_until(lambda: "lost its subnet" in cluster.agent_log("node2"), 15, what="the loss")
+    # the loss is logged just before the new facts are written: wait for the write
+    def written() -> bool:
+        state = read_node_state(cluster.run_dir("node2"))
+        return state is not None and lost not in {str(s) for s in state.subnets}
+
+    wait_until(written, 10, what="subnet.json without the lost subnet")
     state = cluster.wait_for_node_state("node2", time.monotonic() + 10)
-    assert lost not in {str(s) for s in state.subnets}
     assert lost in {str(s) for s in state.lost_subnets}
     assert metric(cluster, "node2", "plainnet_subnets_lost_total") == len(state.lost_subnets) == 2
     new = str(next(s for s in state.subnets if s.version == 4))
