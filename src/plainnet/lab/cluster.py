@@ -120,6 +120,8 @@ class LabCluster:
         self.agents: dict[str, subprocess.Popen[Any]] = {}
         self.pods: list[Pod] = []
         self.vpc: VpcLayout | None = None
+        #: the loopback door to the API server, when this process opened it
+        self._door: subprocess.Popen[Any] | None = None
         #: Kubernetes namespaces made for lab pods (each once)
         self._namespaces: set[str] = set()
 
@@ -320,9 +322,8 @@ class LabCluster:
     def _close_api_door(self) -> None:
         """Stop the door: this process's child, or (``lab down`` from another process)
         the PID it recorded, if that is still the door."""
-        door = getattr(self, "_door", None)
-        if door is not None:
-            netns.terminate(door, grace_seconds=3)
+        if self._door is not None:
+            netns.terminate(self._door, grace_seconds=3)
             return
         try:
             pid = int((self.directory / "api-forward.pid").read_text())

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from plainnet.ipam.types import IPAddress, IPNetwork
@@ -161,10 +162,11 @@ class Cluster:
     pods: list[Pod] = field(default_factory=list)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.by_address: dict[IPAddress, Pod] = {
-            a: pod for pod in self.pods if not pod.host_network for a in pod.addresses
-        }
+    @cached_property
+    def by_address(self) -> dict[IPAddress, Pod]:
+        """Pods by address: the evaluator's lookup, built on first use (the compiler,
+        run on every change, does not need it)."""
+        return {a: pod for pod in self.pods if not pod.host_network for a in pod.addresses}
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         namespace = self.namespaces.get(name)
