@@ -440,6 +440,7 @@ def test_a_node_resumed_after_its_subnet_was_taken_claims_again_loudly(cluster_f
         taker = {"PublicIP": "10.250.0.99", "BackendType": "host-gw"}
         etcd_tool(cluster, "put", key, json.dumps(taker))
     wait_until(lambda: "lost its subnet" in cluster.agent_log("node2"), 15, what="the loss")
+
     # the loss is logged just before the new facts are written: wait for the write
     def written() -> bool:
         state = read_node_state(cluster.run_dir("node2"))
