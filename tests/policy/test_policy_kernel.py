@@ -17,7 +17,7 @@ from plainnet.lab import netns
 from plainnet.lab.port_matrix import Endpoint, format_matrix, probe_matrix
 from plainnet.namespaces import thread_in_namespace
 from plainnet.policy import nft as policy_nft
-from plainnet.policy.compiler import compile_ruleset, update_script
+from plainnet.policy.compiler import cleanup_script, compile_ruleset, update_script
 from plainnet.policy.evaluator import allowed, endpoint
 from plainnet.policy.model import Cluster, ContainerPort, Namespace, Pod, parse_policy
 
@@ -150,6 +150,9 @@ def check(cluster_and_pods, documents):
             policy_nft.apply(ruleset)
         else:
             policy_nft.run(update_script(previous, ruleset), whole=False)
+            cleanup = cleanup_script(previous, ruleset)
+            if cleanup:
+                policy_nft.run(cleanup, whole=False)
     APPLIED[id(lab_cluster)] = ruleset
     observed = probe_matrix([e for _, e in pods])
     expected = {

@@ -7,7 +7,7 @@ from ipaddress import ip_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plainnet.policy.compiler import compile_ruleset
+from plainnet.policy.compiler import cleanup_script, compile_ruleset, update_script
 from plainnet.policy.evaluator import Endpoint, allowed, endpoint
 from plainnet.policy.model import (
     EGRESS,
@@ -158,6 +158,23 @@ def test_the_compiled_table_names_only_this_nodes_pods():
     assert f"{XB} : jump in-" in ruleset.text and XA not in ruleset.text.split("chain forward")[0]
     assert "table inet plainnet-policy" in ruleset.text
     assert "table inet plainnet " not in ruleset.text  # never the masquerade table
+
+
+def test_a_policy_that_isolates_a_pod_rewrites_its_chain_and_nothing_else():
+    """The cheap path: map elements (and deletions) make nft read the whole table first;
+    a policy change over running pods needs neither, its leftovers go in a cleanup."""
+    open_table = compile_ruleset(cluster()[0], "n2")
+    assert open_table.selected_pods == 0 and f"{XB} : jump in-" in open_table.text
+    from_a = {"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}
+    allow_a = policy(spec={"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [from_a]})
+    isolated = compile_ruleset(cluster(allow_a)[0], "n2")
+    change = update_script(open_table, isolated)
+    assert isolated.selected_pods == 1 and "add set" in change and "drop" in change
+    assert " element " not in change and "delete" not in change
+    assert cleanup_script(open_table, isolated) == ""
+    back = update_script(isolated, open_table)
+    assert " element " not in back and "delete" not in back and "flush chain" in back
+    assert cleanup_script(isolated, open_table).startswith("delete set inet plainnet-policy p4-")
 
 
 def test_ten_thousand_pods_on_one_selector_compile_into_one_set():

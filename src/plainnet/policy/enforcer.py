@@ -32,7 +32,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from plainnet.controllers import API_ERRORS
 from plainnet.nft import NftError
 from plainnet.policy import nft as policy_nft
-from plainnet.policy.compiler import CompiledRuleset, compile_ruleset, update_script
+from plainnet.policy.compiler import (
+    CompiledRuleset,
+    cleanup_script,
+    compile_ruleset,
+    update_script,
+)
 from plainnet.policy.model import (
     Cluster,
     Pod,
@@ -243,9 +248,14 @@ class PolicyEnforcer:
         self._compiled_inputs = inputs
         self._report(problems, ruleset)
         previous = None if whole else self.applied
-        script = ruleset.text if previous is None else update_script(previous, ruleset)
+        if previous is None:
+            script, cleanup = ruleset.text, ""
+        else:
+            script, cleanup = update_script(previous, ruleset), cleanup_script(previous, ruleset)
         try:
-            await asyncio.to_thread(self._apply, script, previous is None, ruleset)
+            changed = await asyncio.to_thread(
+                self._apply, script, cleanup, previous is None, ruleset
+            )
         except NftError as exc:
             self.last_error = str(exc)
             self.applied = None  # the next apply replaces the table whole
@@ -254,7 +264,7 @@ class PolicyEnforcer:
             log.error("%s; the previous table stays; again in %.1fs", printable(str(exc)), delay)
             asyncio.get_running_loop().call_later(delay, self.dirty.set)
             return
-        elapsed = time.perf_counter() - started
+        elapsed = changed - started
         self.backoff.reset()
         self.last_error = None
         self.metrics.applies.labels("ok").inc()
@@ -262,7 +272,7 @@ class PolicyEnforcer:
         self.metrics.policies.set(ruleset.policies)
         self.metrics.selected.set(ruleset.selected_pods)
         self.metrics.rules.set(ruleset.rules)
-        if script and (self.applied is None or self.applied.chains != ruleset.chains):
+        if (script or cleanup) and (self.applied is None or self.applied.chains != ruleset.chains):
             log.info(
                 "network policy table %s: %d policies, %d of this node's pods isolated, "
                 "%d rules (%.0f ms)",
@@ -274,19 +284,24 @@ class PolicyEnforcer:
             )
         self.applied = ruleset
 
-    def _apply(self, script: str, whole: bool, ruleset: CompiledRuleset) -> None:
-        """On a thread: change the table. The drop counters are read after an update
-        (off the path of the change; a pod chain deleted by it takes its last drops
-        since the previous reading along), and before a whole replacement, whose
-        counters start at zero."""
+    def _apply(self, script: str, cleanup: str, whole: bool, ruleset: CompiledRuleset) -> float:
+        """On a thread: change the table (``whole``: ``script`` replaces it); returns
+        when the change was in (:func:`time.perf_counter`), before the cleanup.
+        The drop counters are read after an update (off the path of the change; a pod
+        chain deleted by it takes its last drops since the previous reading along), and
+        before a whole replacement, whose counters start at zero."""
         if whole:
             if self.applied is not None:
                 self._count_drops(self.applied)
             self._drops_seen = {}
         if script:
             policy_nft.run(script, whole)
+        changed = time.perf_counter()
+        if cleanup:
+            policy_nft.run(cleanup, False)
         if not whole and time.monotonic() - self._counted > COUNT_SECONDS:
             self._count_drops(ruleset)
+        return changed
 
     def _count_drops(self, table: CompiledRuleset) -> None:
         """Add what each pod chain of ``table`` dropped since the last reading."""
