@@ -20,6 +20,7 @@ from plainnet.errors import PlainnetError
 #: Subcommand -> "module:attribute". Loaded on first use: the agent process must not pay
 #: for the lab's pyroute2 and rich, nor the lab for gRPC (start-up time and memory).
 SUBCOMMANDS = {
+    "advise": "plainnet.cli.advise:advise",
     "agent": "plainnet.cli.agent:agent",
     "allocator": "plainnet.cli.allocator:allocator",
     "cloud-routes": "plainnet.cli.cloud_routes:cloud_routes",
