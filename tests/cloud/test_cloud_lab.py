@@ -7,6 +7,7 @@ import pytest
 
 from plainnet.lab.reachability import probe_pods
 from plainnet.node_state import read_node_state
+from tests.helpers.advise import advise_on
 from tests.helpers.cluster_checks import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -37,6 +38,10 @@ def test_pods_on_two_vpc_subnets_talk_through_the_vpc_route_tables(cluster_facto
     wait_until(lambda: all_pods_reach_each_other(cluster), 20, what="all-pairs connectivity")
     segments = {cluster.lab.host(n).interfaces[0].segment for n in cluster.nodes}
     assert len(segments) == 2  # nodes on different subnets of the VPC
+    advice = advise_on(cluster, "node1")  # the Nodes' providerIDs name the cloud
+    assert (advice["situation"], advice["backend"]) == ("cloud-vpc", "cloud")
+    advice = advise_on(cluster, "node1", "--route-table-limit", "3")
+    assert (advice["situation"], advice["backend"]) == ("cloud-vpc", "auto")
     for node in cluster.nodes:  # no tunnel, no peer routes: the VPC routes
         assert cluster.node_routes(node) == {}
         links = cluster.lab.run(node, ["ip", "-o", "link"], capture_output=True, text=True).stdout

@@ -9,6 +9,7 @@ import pytest
 from plainnet.agent.backends.vxlan import derived_mac
 from plainnet.lab.reachability import probe_pods
 from plainnet.node_state import read_node_state
+from tests.helpers.advise import advise_on
 from tests.helpers.cluster_checks import fdb
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -42,6 +43,10 @@ def test_pods_reach_each_other_with_subnets_from_kube_controller_manager(kube_cl
     assert node["spec"]["podCIDR"] == subnet(kube_cluster, "node1")  # assigned by the kcm
     for name in kube_cluster.nodes:
         assert len(kube_cluster.node_routes(name)) == 2
+    # plainnet advise on a node of this one-segment cluster: host-gw, its facts
+    advice = advise_on(kube_cluster, "node2")
+    assert (advice["situation"], advice["backend"]) == ("one-segment", "host-gw")
+    assert any("all 3 nodes on one segment" in f for f in advice["facts"])
 
 
 def test_the_agent_works_unchanged_with_subnets_from_plainnet_allocator(cluster_factory, lab_name):
@@ -106,6 +111,11 @@ def test_vxlan_across_segments_needs_no_write_access(cluster_factory, lab_name):
     assert status == 200 and not any(
         "flannel" in key or "plainnet" in key for key in node["metadata"].get("annotations", {})
     )
+    # plainnet advise on node1: node3 shares its segment, node2 is behind the router
+    advice = advise_on(cluster, "node1", "--security", "strict")
+    assert (advice["situation"], advice["backend"]) == ("routed", "auto")
+    assert advice["addons"] == ["network-policy"]
+    assert any("2 segments" in f for f in advice["facts"])
 
 
 def test_a_deleted_own_node_is_waited_for_not_fatal(kube_cluster):
