@@ -65,3 +65,21 @@ def counters(family: str, table: str) -> dict[str, int]:
         if isinstance(counter, dict) and counter.get("table") == table:
             found[str(counter["name"])] = int(counter.get("packets", 0))
     return found
+
+
+def ruleset_json() -> dict | None:
+    """The whole ruleset as nft's JSON (``nft -j list ruleset``), or None where nft is
+    missing or refuses (``plainnet doctor`` reads the forward chains from it)."""
+    try:
+        result = subprocess.run(
+            [NFT, "-j", "list", "ruleset"], capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    try:
+        document = json.loads(result.stdout)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None

@@ -404,6 +404,16 @@ class RouteSocket:
                 found.append(parsed[2])
         return found
 
+    def main_routes(self, version: int) -> list[tuple[int, KernelRoute]]:
+        """(protocol, route) of every unicast route in the main table, anyone's: what
+        ``plainnet doctor`` compares plainnet's routes with."""
+        found = []
+        for body in self._route_messages(version, 0):
+            parsed = parse_route(body)
+            if parsed and parsed[1] == RT_TABLE_MAIN:
+                found.append((parsed[0], parsed[2]))
+        return found
+
     def nexthops(self, digest: Digest | None = None) -> list[KernelNexthop]:
         """Every nexthop object of this namespace (any protocol: ids are shared)."""
         found = []

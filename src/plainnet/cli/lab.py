@@ -249,6 +249,32 @@ def check(lab_name: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@lab.command()
+@click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
+@click.option("--json", "as_json", is_flag=True, help="Every node's findings as JSON.")
+def doctor(lab_name: str | None, as_json: bool) -> None:
+    """Run plainnet doctor on every node of a lab cluster (with each agent's run dir,
+    metrics endpoint and datastore); exit 1 on any FAIL."""
+    from plainnet.cli.doctor import render
+    from plainnet.doctor.checks import Finding
+
+    _require_root()
+    built = _pick_lab(lab_name)
+    cluster = LabCluster.load(built.name)
+    if cluster is None:
+        raise PlainnetError(f"lab {built.name} is no cluster (built with --hosts?): no agents")
+    found = {node: cluster.doctor(node) for node in cluster.nodes}
+    failed = any(status for status, _ in found.values())
+    if as_json:
+        click.echo(json.dumps({n: f for n, (_, f) in found.items()}, indent=1))
+    else:
+        for node, (_, findings) in found.items():
+            click.echo(f"== {node}")
+            click.echo(render([Finding(**f) for f in findings]))
+    if failed:
+        sys.exit(1)
+
+
 def _mark(ok: bool) -> str:
     return "[green]yes[/green]" if ok else "[red]NO[/red]"
 

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "allocator": "plainnet.cli.allocator:allocator",
     "cloud-routes": "plainnet.cli.cloud_routes:cloud_routes",
     "cni": "plainnet.cli.cni:cni",
+    "doctor": "plainnet.cli.doctor:doctor",
     "etcd": "plainnet.cli.etcd:etcd",
     "ipam": "plainnet.cli.ipam:ipam",
     "lab": "plainnet.cli.lab:lab",

@@ -117,6 +117,8 @@ class LabCluster:
         self.lab = Lab(cluster_topology(spec), state_dir)
         self.directory = self.lab.state_dir / spec.name
         self.etcd: EtcdServer | None = None
+        #: the API server and controller manager, when this process started them
+        self.kube: KubeControlPlane = None  # type: ignore[assignment]
         self.agents: dict[str, subprocess.Popen[Any]] = {}
         self.pods: list[Pod] = []
         self.vpc: VpcLayout | None = None
@@ -465,6 +467,31 @@ class LabCluster:
             "--metrics",
             "127.0.0.1:9158",
         ]
+
+    def doctor_command(self, node: str, *options: str) -> list[str]:
+        """``plainnet doctor`` on ``node`` with the agent's own sources: its run dir,
+        metrics endpoint, the lab's CNI conf dir and datastore."""
+        if self.spec.datastore == "kubernetes":
+            kubeconfig = self.directory / "kube" / "agent.kubeconfig"
+            if self.kube is not None:
+                kubeconfig = self.kube.kubeconfig("agent")
+            datastore = ["--kubeconfig", str(kubeconfig)]
+        else:
+            datastore = ["--etcd-endpoint", self.etcd_endpoint]
+        return [
+            *PLAINNET, "doctor", "--node-name", node, "--run-dir", str(self.run_dir(node)),
+            "--agent", "127.0.0.1:9158", "--cni-conf-dir", str(self.cni_conf_dir),
+            *datastore, *options,
+        ]  # fmt: skip
+
+    def doctor(self, node: str, *options: str) -> tuple[int, list[dict]]:
+        """Run doctor on ``node``: (exit status, its findings)."""
+        result = self.lab.run(
+            node, self.doctor_command(node, "--json", *options), capture_output=True, text=True
+        )
+        if result.returncode not in (0, 1):
+            raise PlainnetError(f"plainnet doctor on {node} failed: {result.stderr.strip()}")
+        return result.returncode, json.loads(result.stdout)
 
     def start_agent(self, node: str) -> subprocess.Popen[Any]:
         self.run_dir(node).mkdir(parents=True, exist_ok=True)
