@@ -188,3 +188,34 @@ def test_auto_across_two_segments_is_healthy_and_a_wrong_vxlan_mtu_fails(overlay
         assert read_node_state(overlay.run_dir("node1")).mtu == 1350
     finally:
         sh(overlay, "node1", f"ip link set {uplink} mtu 1500")
+
+
+def probed(cluster, node="node1"):
+    _, findings = cluster.doctor(node, "--probe")
+    return {f["check"]: f for f in findings if f["status"] == "FAIL"}
+
+
+def test_probes_name_a_small_path_and_a_blocked_vxlan_port(overlay):
+    """node2 is behind the router from node1: reached through VXLAN."""
+    assert probed(overlay) == {}
+    uplink = overlay.lab.host("node2").interfaces[0].name
+    sh(overlay, "node2", f"ip link set {uplink} mtu 1300")  # below the pods' MTU + VXLAN
+    try:
+        failed = probed(overlay)
+        assert set(failed) == {"path-mtu"}, failed
+        assert (
+            "node2" in failed["path-mtu"]["fact"] and "-byte packets" in failed["path-mtu"]["fact"]
+        )
+    finally:
+        sh(overlay, "node2", f"ip link set {uplink} mtu 1500")  # the fix: the link's MTU
+    assert probed(overlay) == {}
+    drop = "{ type filter hook input priority 0; }"
+    sh(overlay, "node2", f"nft add table inet blk && nft add chain inet blk in '{drop}' && "
+                         "nft add rule inet blk in udp dport 8472 drop")  # fmt: skip
+    try:
+        failed = probed(overlay)
+        assert set(failed) == {"vxlan-port"}, failed
+        assert "UDP 8472" in failed["vxlan-port"]["fix"] and "node2" in failed["vxlan-port"]["fix"]
+    finally:
+        sh(overlay, "node2", "nft delete table inet blk")  # the fix: the rule goes
+    assert probed(overlay) == {}

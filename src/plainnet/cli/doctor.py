@@ -63,6 +63,9 @@ def render(findings: list[Finding]) -> str:
 @click.option(
     "--release-leaked", is_flag=True, help="Free pod addresses whose container is gone, then check."
 )
+@click.option("--probe", is_flag=True,
+              help="Also ping every peer: its node, the path at full size (MTU), its VXLAN "
+                   "endpoint and its pod gateway; names the hop that fails.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="The findings as JSON.")
 def doctor(
     node_name: str,
@@ -74,6 +77,7 @@ def doctor(
     kubeconfig: Path | None,
     service_cidr: str | None,
     release_leaked: bool,
+    probe: bool,
     as_json: bool,
 ) -> None:
     """Check this node's pod network: kernel, firewall, agent, CNI, routes, IPAM."""
@@ -100,6 +104,17 @@ def doctor(
     )
     observation = observe(sources)
     findings = run_checks(observation)
+    if probe:
+        from plainnet.doctor.checks import probe_findings, probe_plan
+        from plainnet.doctor.probe import Probe, ping_all
+
+        plans = probe_plan(observation)
+        probes = {
+            t: Probe(*t) for p in plans for t in (p.underlay, p.path_mtu, p.vtep, p.pods) if t
+        }
+        replies = ping_all(list(set(probes.values())))
+        answered = {t: replies[probe] for t, probe in probes.items()}
+        findings += probe_findings(observation, plans, answered)
     ours = any(r.protocol == observation.route_protocol for r in observation.routes)
     if observation.state is None and observation.agent[0] is None and not ours:
         findings.insert(

@@ -251,8 +251,9 @@ def check(lab_name: str | None, as_json: bool) -> None:
 
 @lab.command()
 @click.option("--lab", "lab_name", help="Which lab (default: the only one up).")
+@click.option("--probe", is_flag=True, help="Also probe every peer (plainnet doctor --probe).")
 @click.option("--json", "as_json", is_flag=True, help="Every node's findings as JSON.")
-def doctor(lab_name: str | None, as_json: bool) -> None:
+def doctor(lab_name: str | None, probe: bool, as_json: bool) -> None:
     """Run plainnet doctor on every node of a lab cluster (with each agent's run dir,
     metrics endpoint and datastore); exit 1 on any FAIL."""
     from plainnet.cli.doctor import render
@@ -263,7 +264,8 @@ def doctor(lab_name: str | None, as_json: bool) -> None:
     cluster = LabCluster.load(built.name)
     if cluster is None:
         raise PlainnetError(f"lab {built.name} is no cluster (built with --hosts?): no agents")
-    found = {node: cluster.doctor(node) for node in cluster.nodes}
+    options = ("--probe",) if probe else ()
+    found = {node: cluster.doctor(node, *options) for node in cluster.nodes}
     failed = any(status for status, _ in found.values())
     if as_json:
         click.echo(json.dumps({n: f for n, (_, f) in found.items()}, indent=1))

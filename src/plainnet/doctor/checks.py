@@ -82,6 +82,7 @@ class Observation:
     peers: list[PeerRecord] | None = None
     peers_error: str = ""
     vxlan_device: str = "plainnet.vxlan"
+    vxlan_port: int = 8472
     #: (VXLAN device MTU, its underlay device's MTU, underlay family) or None
     vxlan_mtu: tuple[int, int, int] | None = None
     #: this node's podCIDRs on its Node object (Kubernetes datastore), None: not known
@@ -309,7 +310,10 @@ def _expected(o: Observation) -> dict[IPNetwork, tuple[str, IPAddress | None]]:
             if backend == "host-gw" or (backend == "auto" and on_link):
                 found[subnet] = (record.node, address)
             elif backend in ("vxlan", "auto"):
-                found[subnet] = (record.node, subnet.network_address)
+                # IPv4: the subnet's VTEP address; IPv6: the peer device's link-local
+                # address (derived from its MAC: not compared here)
+                vtep = subnet.network_address if subnet.version == 4 else None
+                found[subnet] = (record.node, vtep)
     return found
 
 
@@ -542,6 +546,102 @@ NODE_CHECKS: tuple[Callable[[Observation], Finding], ...] = (
     vxlan_mtu,
     ipam_leaks,
 )
+
+
+@dataclass(frozen=True)
+class PeerProbes:
+    """What ``--probe`` sends toward one peer (see :mod:`plainnet.doctor.probe`): the
+    node itself, the node at the size pod packets reach the underlay with Don't
+    Fragment, the peer's VTEP through the overlay, and its pod gateway."""
+
+    node: str
+    address: IPAddress
+    size: int
+    overlay: bool
+    #: (address, size, dont fragment) of each probe
+    underlay: tuple[IPAddress, int, bool]
+    path_mtu: tuple[IPAddress, int, bool]
+    vtep: tuple[IPAddress, int, bool] | None
+    pods: tuple[IPAddress, int, bool]
+
+
+def probe_plan(o: Observation) -> list[PeerProbes]:
+    """The probes toward every peer subnet's node (IPv4)."""
+    if o.state is None or o.peers is None:
+        return []
+    expected = _expected(o)
+    by_node = {r.node: r for r in o.peers}
+    plans = []
+    for subnet, (node, gateway) in expected.items():
+        record = by_node.get(node)
+        address = next((a for a in record.addresses if a.version == 4), None) if record else None
+        if subnet.version != 4 or address is None:
+            continue
+        overlay = gateway != address  # a VTEP gateway: through the overlay
+        size = o.state.mtu + (VXLAN_OVERHEAD[4] if overlay else 0)
+        plans.append(
+            PeerProbes(
+                node=node,
+                address=address,
+                size=size,
+                overlay=overlay,
+                underlay=(address, 84, False),
+                path_mtu=(address, size, True),
+                vtep=(subnet.network_address, 84, False) if overlay else None,
+                pods=(next(subnet.hosts()), 84, False),
+            )
+        )
+    return plans
+
+
+def probe_findings(o: Observation, plans: list[PeerProbes], answered: dict) -> list[Finding]:
+    """The failing hop toward each peer: this node -> the peer node (underlay), the path
+    at full size (MTU), the overlay (VXLAN's UDP port), the peer node -> its pods."""
+    down = [p for p in plans if not answered[p.underlay]]
+    small = [p for p in plans if answered[p.underlay] and not answered[p.path_mtu]]
+    blocked = [p for p in plans if p.vtep and answered[p.underlay] and not answered[p.vtep]]
+    podless = [
+        p for p in plans
+        if answered[p.underlay] and (p.vtep is None or answered[p.vtep]) and not answered[p.pods]
+    ]  # fmt: skip
+    name = lambda p: f"{printable(p.node, 63)} ({p.address})"  # noqa: E731
+    findings = []
+    if down:
+        findings.append(Finding("probe-nodes", FAIL, f"this node -> peer node: no answer from "
+                                f"{_named([name(p) for p in down])}",
+                                f"check the link and firewalls to {down[0].address} "
+                                "(ping it), or whether the node is up"))  # fmt: skip
+    else:
+        findings.append(Finding("probe-nodes", OK, f"{len(plans)} peer nodes answer"))
+    if small:
+        p = small[0]
+        pods = o.state.mtu if o.state else 0
+        findings.append(Finding("path-mtu", FAIL, f"the path to {_named([name(q) for q in small])}"
+                                f" does not carry {p.size}-byte packets (pod MTU {pods}"
+                                f"{' + VXLAN' if p.overlay else ''}); larger packets are lost",
+                                f"give every link between here and {p.node} an MTU of at least "
+                                f"{p.size}, or run the pods with a smaller MTU"))  # fmt: skip
+    else:
+        findings.append(Finding("path-mtu", OK, "every peer path carries the pods' packets whole"))
+    if blocked:
+        p = blocked[0]
+        shown = _named([name(q) for q in blocked])
+        findings.append(Finding("vxlan-port", FAIL, f"VXLAN to {shown}"
+                                " gets no answer while the node does: UDP "
+                                f"{o.vxlan_port} is dropped between them",
+                                f"let UDP {o.vxlan_port} between the nodes in, here and on "
+                                f"{p.node} (a firewall rule drops it)"))  # fmt: skip
+    elif any(p.overlay for p in plans):
+        findings.append(Finding("vxlan-port", OK, "every overlay peer answers through VXLAN"))
+    if podless:
+        p = podless[0]
+        shown = _named([name(q) for q in podless])
+        findings.append(Finding("probe-pods", FAIL, f"peer node -> its pods: no answer from the "
+                                f"pod gateway {p.pods[0]} of {shown}",
+                                f"run plainnet doctor on {p.node}"))  # fmt: skip
+    else:
+        findings.append(Finding("probe-pods", OK, "every peer's pod gateway answers"))
+    return findings
 
 
 def run_checks(o: Observation) -> list[Finding]:
