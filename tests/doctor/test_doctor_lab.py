@@ -13,6 +13,7 @@ from plainnet.ipam.file_store import FilePodAddressStore, store_directory
 from plainnet.ipam.pod_addresses import Owner
 from plainnet.lab.reachability import probe_pods
 from plainnet.node_state import read_node_state
+from tests.helpers.cluster_checks import etcd_tool, metric
 
 pytestmark = [pytest.mark.root]
 
@@ -132,6 +133,29 @@ def test_a_leaked_pod_address(hostgw):
     assert failed["ipam-leaks"]["fix"] == "plainnet doctor --release-leaked"
     status, _ = hostgw.doctor("node1", "--release-leaked")
     assert status == 0 and failing(hostgw) == {}
+
+
+def test_a_record_that_claims_another_nodes_address(hostgw):
+    key = "/coreos.com/network/subnets/10.244.200.0-24"
+    value = {"PublicIP": str(hostgw.lab.host("node2").ipv4), "BackendType": "host-gw",
+             "PlainnetNode": "intruder\nFAIL forged"}  # fmt: skip
+    refused = "plainnet_peer_records_refused_total"
+    before = metric(hostgw, "node1", refused)
+    etcd_tool(hostgw, "put", key, json.dumps(value))
+    try:
+        deadline = time.monotonic() + 10
+        while metric(hostgw, "node1", refused) <= before:
+            assert time.monotonic() < deadline, "the agent did not refuse it"
+            time.sleep(0.1)
+        failed = failing(hostgw)
+        assert set(failed) == {"duplicate-address"}, failed
+        assert "intruder\\nFAIL" in failed["duplicate-address"]["fact"]  # escaped
+        assert failed["duplicate-address"]["fix"] == f"etcdctl del {key}"
+        _, findings = hostgw.doctor("node1")
+        assert {f["check"]: f["status"] for f in findings}["refused-records"] == "warn"
+    finally:
+        etcd_tool(hostgw, "delete", key)  # the fix (the lab has no etcdctl)
+    assert failing(hostgw) == {}
 
 
 def test_the_agent_stopped(hostgw):

@@ -47,6 +47,10 @@ def test_pods_reach_each_other_with_subnets_from_kube_controller_manager(kube_cl
     advice = advise_on(kube_cluster, "node2")
     assert (advice["situation"], advice["backend"]) == ("one-segment", "host-gw")
     assert any("all 3 nodes on one segment" in f for f in advice["facts"])
+    # plainnet doctor on the Kubernetes datastore: no false alarm, the podCIDR compared
+    status, findings = kube_cluster.doctor("node2")
+    assert status == 0 and all(f["status"] == "ok" for f in findings), findings
+    assert "Node podCIDR" in next(f["fact"] for f in findings if f["check"] == "node-podcidr")
 
 
 def test_the_agent_works_unchanged_with_subnets_from_plainnet_allocator(cluster_factory, lab_name):
@@ -116,6 +120,8 @@ def test_vxlan_across_segments_needs_no_write_access(cluster_factory, lab_name):
     assert (advice["situation"], advice["backend"]) == ("routed", "auto")
     assert advice["addons"] == ["network-policy"]
     assert any("2 segments" in f for f in advice["facts"])
+    status, findings = cluster.doctor("node1", "--probe")
+    assert status == 0 and all(f["status"] == "ok" for f in findings), findings
 
 
 def test_a_deleted_own_node_is_waited_for_not_fatal(kube_cluster):

@@ -297,8 +297,9 @@ def _expected(o: Observation) -> dict[IPNetwork, tuple[str, IPAddress | None]]:
         return found
     mine = set(o.state.subnets)
     backend = o.state.backend
+    refused = {r.key for r, _ in _later_claims(o)}
     for record in o.peers:
-        if set(record.subnets) & mine or record.node == o.node:
+        if set(record.subnets) & mine or record.node == o.node or record.key in refused:
             continue
         for subnet in record.subnets:
             address = next((a for a in record.addresses if a.version == subnet.version), None)
@@ -449,27 +450,43 @@ def cidrs(o: Observation) -> Finding:
     return Finding("cidrs", OK, "the cluster CIDR overlaps no node network or service range")
 
 
+def _later_claims(o: Observation) -> list[tuple[PeerRecord, PeerRecord | str]]:
+    """(record, who holds its address first) for each record whose node address an
+    earlier claim (or this node) holds — the records the agents refuse."""
+    mine = {address for _, address, _ in o.local}
+    first: dict[IPAddress, PeerRecord] = {}
+    later = []
+    for record in sorted(o.peers or [], key=lambda r: (r.claimed_at, r.key)):
+        if record.node == o.node:
+            continue
+        for address in record.addresses:
+            if address in mine:
+                later.append((record, "this node"))
+                break
+            holder = first.setdefault(address, record)
+            if holder is not record:
+                later.append((record, holder))
+                break
+    return later
+
+
 def duplicate_addresses(o: Observation) -> Finding:
     if o.peers is None:
         return Finding("duplicate-address", WARN, "peer records not read")
-    holders: dict[IPAddress, list[str]] = {}
-    for record in o.peers:
-        for address in record.addresses:
-            holders.setdefault(address, []).append(record.node)
-    mine = {address for _, address, _ in o.local}
-    twice = [
-        f"{a}: {', '.join(printable(n, 63) for n in names[:3])}"
-        for a, names in holders.items()
-        if len(set(names)) > 1 or (a in mine and any(n != o.node for n in names))
-    ]
-    if twice:
-        return Finding(
-            "duplicate-address",
-            FAIL,
-            f"one address, two nodes: {_named(twice)}",
-            "give each node its own address; delete the later record "
-            "(plainnet agent cleanup on the node that should not hold it)",
+    later = _later_claims(o)
+    if later:
+        shown = [
+            f"{printable(r.key, 80)} of {printable(r.node, 63)} claims "
+            f"{'this node' if isinstance(h, str) else printable(h.node, 63)}'s address"
+            for r, h in later
+        ]
+        key = later[0][0].key
+        fix = (
+            f"etcdctl del {printable(key, 200)}"
+            if key.startswith("/")
+            else f"kubectl delete node {printable(key, 63)}   # or correct its InternalIP"
         )
+        return Finding("duplicate-address", FAIL, f"one address, two nodes: {_named(shown)}", fix)
     return Finding("duplicate-address", OK, "every node has an address of its own")
 
 
