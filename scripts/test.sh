@@ -7,9 +7,10 @@ bash scripts/install.sh
 .venv/bin/plainnet lab down --all >/dev/null  # leftovers of an interrupted run
 echo "== ruff"
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 echo "== pytest"
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest --durations=20 "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     echo "test.sh: pytest collected no tests" >&2
     exit 1
