@@ -187,16 +187,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def start_etcd(lab: Lab) -> EtcdServer:
+    """A real etcd on the lab's host ``etcd`` (the caller removes it)."""
+    etcd_host = lab.host("etcd")
+    etcd = EtcdServer(
+        host=str(etcd_host.ipv4),
+        client_port=2379,
+        spawn=lambda argv, **kw: lab.popen("etcd", argv, **kw),
+        namespace=etcd_host.namespace,
+    )
+    etcd.start()
+    return etcd
+
+
 def measure(count: int, events: int, backend: str) -> dict[str, float]:
     with Lab(topology()) as lab:
-        etcd_host = lab.host("etcd")
-        etcd = EtcdServer(
-            host=str(etcd_host.ipv4),
-            client_port=2379,
-            spawn=lambda argv, **kw: lab.popen("etcd", argv, **kw),
-            namespace=etcd_host.namespace,
-        )
-        etcd.start()
+        etcd = start_etcd(lab)
         try:
             baseline = ip_batch_seconds(lab, count, backend)
             lab.run(

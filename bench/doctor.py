@@ -25,9 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent import HERE, PLAINNET, route_events, topology, wait_installed
+from agent import HERE, PLAINNET, route_events, start_etcd, topology, wait_installed
 from plainnet.lab.builder import Lab
-from plainnet.testing.etcd_server import EtcdServer
 
 RUNS = 5
 
@@ -40,14 +39,7 @@ def timed(lab: Lab, command: list[str]) -> tuple[float, subprocess.CompletedProc
 
 def measure(count: int) -> dict[str, float]:
     with Lab(topology()) as lab:
-        etcd_host = lab.host("etcd")
-        etcd = EtcdServer(
-            host=str(etcd_host.ipv4),
-            client_port=2379,
-            spawn=lambda argv, **kw: lab.popen("etcd", argv, **kw),
-            namespace=etcd_host.namespace,
-        )
-        etcd.start()
+        etcd = start_etcd(lab)
         agent = None
         try:
             load = [

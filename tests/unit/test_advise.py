@@ -165,9 +165,12 @@ def test_node_objects_are_read_as_hostile_and_this_machines_networks_decide_on_l
     facts = facts_from_nodes(nodes, here, "cluster test")
     assert [n.name for n in facts.nodes] == ["n1", "n2", "n3"] and facts.cloud == "aws"
     assert facts.nodes[0].networks == (ip_network("10.0.1.0/24"),)
-    assert facts.nodes[2].networks == (ip_network("10.0.2.10/32"),)  # off-link from here
+    assert facts.nodes[2].networks == ()  # off-link from here: its segment unknown
     assert all("\n" not in u for u in facts.unknowns) and any("bogus" in u for u in facts.unknowns)
     assert decide(facts).situation == "cloud-vpc"
+    routed = decide(facts_from_nodes(nodes, here, "cluster test", cloud="none"))
+    assert (routed.situation, routed.backend) == ("routed", "auto")
+    assert "2 nodes on this node's segment (10.0.1.0/24), 1 behind routers" in routed.facts
     away = facts_from_nodes(nodes, [(ip_network("192.168.0.0/24"), ip_address("192.168.0.9"))],
                             "cluster test", cloud="none")  # fmt: skip
     assert all(not n.networks for n in away.nodes)

@@ -106,6 +106,24 @@ def decide(facts: Facts) -> Advice:
         )
     elif facts.cloud is not None:
         advice = _cloud(facts, said, groups, cidr, mask)
+    elif groups is None and 0 < len(on_link := [n for n in nodes if n.networks]) < count:
+        # seen from a node: some peers on its segment, the others behind routers
+        advice = Advice(
+            "routed",
+            "auto",
+            "auto: direct routes to the peers on a node's own segment, VXLAN across routers",
+            facts=[
+                *said,
+                f"{len(on_link)} nodes on this node's segment ({_networks_of(on_link)}), "
+                f"{count - len(on_link)} behind routers",
+                *facts.unknowns,
+            ],
+            configuration=_config("auto", cidr, mask),
+            would_change=[
+                "routers you can configure: BGP to them (once plainnet has it)",
+                "all nodes moved onto one L2 segment: host-gw",
+            ],
+        )
     elif groups is None:
         advice = Advice(
             "unknown-segments",

@@ -80,14 +80,9 @@ def with_local_view(
         networks = tuple(
             network for network, _ in local if any(a in network for a in node.addresses)
         )
-        found.append(NodeFacts(**{**node.__dict__, "networks": networks or (_host_network(node),)}))
+        # an off-link node: on another segment, which one (shared with whom) unknown
+        found.append(NodeFacts(**{**node.__dict__, "networks": networks}))
     return found, []
-
-
-def _host_network(node: NodeFacts) -> IPNetwork:
-    """An off-link node's address as a network of its own: on no segment with this one."""
-    address = node.addresses[0] if node.addresses else ip_address("0.0.0.0")
-    return ip_network(f"{address}/{address.max_prefixlen}")
 
 
 def facts_from_nodes(
@@ -110,7 +105,7 @@ def facts_from_nodes(
         facts_said.append(f"zones: {', '.join(printable(z, 40) for z in zones[:5])}")
     return Facts(
         nodes=tuple(nodes),
-        cloud=settings.get("cloud") or cloud,
+        cloud=None if settings.get("cloud") == "none" else settings.get("cloud") or cloud,
         route_table_limit=settings.get("route_table_limit"),
         routers=settings.get("routers") or "unknown",
         security=settings.get("security") or "normal",

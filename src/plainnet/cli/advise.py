@@ -70,7 +70,7 @@ def advise(
     settings = {
         "security": security,
         "routers": routers,
-        "cloud": None if cloud == "none" else cloud,
+        "cloud": cloud,  # "none": not a cloud, whatever the Nodes say
         "route_table_limit": route_table_limit,
         "cluster_cidr": _cidr(cluster_cidr, "--cluster-cidr"),
         "service_cidr": _cidr(service_cidr, "--service-cidr"),
@@ -84,7 +84,7 @@ def advise(
             facts = from_description(text, str(description))
         except DescriptionError as exc:
             raise PlainnetError(str(exc)) from None
-        facts = _override(facts, settings, cloud == "none")
+        facts = _override(facts, settings)
     else:
         from plainnet.advise.inspect import InspectError, read_cluster
 
@@ -109,9 +109,9 @@ def _cidr(text: str | None, option: str):  # type: ignore[no-untyped-def]
         raise PlainnetError(f"{option} {text!r} is not a CIDR (like 10.244.0.0/16)") from None
 
 
-def _override(facts: Facts, settings: dict, no_cloud: bool) -> Facts:
+def _override(facts: Facts, settings: dict) -> Facts:
     """Command-line settings win over the file's."""
     changes = {k: v for k, v in settings.items() if v is not None}
-    if no_cloud:
+    if changes.get("cloud") == "none":
         changes["cloud"] = None
     return Facts(**{**facts.__dict__, **changes})
