@@ -198,9 +198,9 @@ def test_pods_keep_talking_while_etcd_is_down_and_a_new_node_joins_after(cluster
     cluster.start_agent("node4")  # a node that boots while etcd is away
     early_pods = [p for p in cluster.pods if p.node != "node4"]
     outage_started = time.monotonic()
-    while time.monotonic() - outage_started < 30:
+    while time.monotonic() - outage_started < 16:  # past the 15 s stall detection
         assert all(p.ok for p in probe_pods(early_pods)), "the data plane needs no etcd"
-        time.sleep(5)
+        time.sleep(4)
     assert read_node_state(cluster.run_dir("node4")).subnets  # still the old file
     # started while etcd is away: alive (a liveness probe must not kill it), not ready
     assert http_status(cluster, "node4", "/healthz") == 200

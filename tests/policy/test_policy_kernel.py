@@ -176,7 +176,7 @@ def test_random_policies_enforce_what_the_evaluator_says(node_with_nine_pods):
     addresses = [str(e.address) for _, e in node_with_nine_pods[1]]
 
     @settings(
-        max_examples=25,
+        max_examples=15,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         derandomize=True,
