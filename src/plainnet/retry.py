@@ -68,3 +68,20 @@ class Backoff:
                 continue
             self.reset()
             return result
+
+
+async def supervise(
+    loop: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    failed: Callable[[float], None],
+) -> None:
+    """Run ``loop`` for ever: a failure (a bug) is handed to ``failed`` — called inside
+    the ``except``, so it can log the traceback — with the delay before the restart."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failed(backoff.upcoming)
+            await backoff.sleep()

@@ -50,7 +50,7 @@ from plainnet.agent.startup import AgentSettings, NodeContext, start_node, subne
 from plainnet.datastore.records import Datastore, DatastoreError, SubnetLost
 from plainnet.errors import PlainnetError
 from plainnet.node_state import NodeState
-from plainnet.retry import Backoff
+from plainnet.retry import Backoff, supervise
 
 log = logging.getLogger("plainnet.agent")
 
@@ -166,16 +166,12 @@ class Agent:
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` for ever: one that fails (a bug) is logged and started again."""
-        backoff = Backoff(self.settings.retry_seconds, 30.0)
-        while True:
-            try:
-                await loop()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the %s loop failed; restarting it in %.1fs", name, backoff.upcoming)
-                self._last_error = f"{name} loop failed"
-                await backoff.sleep()
+
+        def failed(delay: float) -> None:
+            log.exception("the %s loop failed; restarting it in %.1fs", name, delay)
+            self._last_error = f"{name} loop failed"
+
+        await supervise(loop, Backoff(self.settings.retry_seconds, 30.0), failed)
 
     async def _close(self) -> None:
         with contextlib.suppress(Exception):

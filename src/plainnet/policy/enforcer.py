@@ -46,7 +46,7 @@ from plainnet.policy.model import (
     parse_pod,
     parse_policy,
 )
-from plainnet.retry import Backoff
+from plainnet.retry import Backoff, supervise
 from plainnet.text import printable
 
 log = logging.getLogger("plainnet.policy")
@@ -208,16 +208,12 @@ class PolicyEnforcer:
     async def run_supervised(self) -> None:
         """:meth:`run` for ever: a failure (a bug) is logged and it starts again; the
         table in the kernel keeps enforcing meanwhile."""
-        backoff = Backoff(first=1.0, limit=30.0)
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.last_error = "the enforcer failed"
-                log.exception("network policy enforcer failed; again in %.1fs", backoff.upcoming)
-                await backoff.sleep()
+
+        def failed(delay: float) -> None:
+            self.last_error = "the enforcer failed"
+            log.exception("network policy enforcer failed; again in %.1fs", delay)
+
+        await supervise(self.run, Backoff(first=1.0, limit=30.0), failed)
 
     async def run(self) -> None:
         followers = [asyncio.create_task(self.objects.follow(k)) for k in KINDS]
