@@ -12,6 +12,8 @@ from plainnet.doctor.checks import (
     ForwardChain,
     Observation,
     Route,
+    cni_config,
+    duplicate_addresses,
     forward_policy,
     peer_routes,
     rp_filter,
@@ -134,3 +136,19 @@ def test_strict_rp_filter_is_a_warning_with_its_fix():
     assert finding.status == WARN and "sysctl -w net.ipv4.conf.eth0.rp_filter=2" in finding.fix
     o.sysctls["net.ipv4.conf.eth0.rp_filter"] = "2"
     assert rp_filter(o).status == OK
+
+
+def test_fix_commands_quote_what_peers_and_files_name():
+    o = observation([], [])
+    o.cni_files = ("00-x; rm -rf ~.conflist", "10-plainnet.conflist")
+    assert cni_config(o).fix == (
+        "mv '/etc/cni/net.d/00-x; rm -rf ~.conflist' '/etc/cni/net.d/00-x; rm -rf ~.conflist.off'"
+    )
+    o.cni_files = ("00-\x1b[2J.conflist", "10-plainnet.conflist")
+    assert cni_config(o).fix == "move that file out of the directory"
+    first = peer(1)
+    hostile = PeerRecord(
+        "/k/$(reboot)", "x", (ip_network("10.1.0.0/24"),), first.addresses, "host-gw", claimed_at=9
+    )
+    o.peers = [first, hostile]
+    assert duplicate_addresses(o).fix == "etcdctl del '/k/$(reboot)'"

@@ -11,6 +11,7 @@ capped before they reach a line.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
@@ -90,6 +91,15 @@ class Observation:
     service_cidr: IPNetwork | None = None
     #: pod addresses whose container has no interface on this node any more
     leaked: list[tuple[IPAddress, str]] = field(default_factory=list)
+
+
+def _argument(text: str, limit: int = 200) -> str | None:
+    """``text`` as one shell word for a fix command — quoted, since names come from
+    peers and files — or None where it cannot be shown as it is (unprintable, long):
+    a fix must never be a command that does something else when pasted."""
+    if len(text) > limit or printable(text, limit) != text:
+        return None
+    return shlex.quote(text)
 
 
 def _named(items: list[str]) -> str:
@@ -279,12 +289,13 @@ def cni_config(o: Observation) -> Finding:
         )
     first = configs[0]
     if first != o.cni_conflist:
-        path = f"{o.cni_dir}/{printable(first, 100)}"
+        path = f"{o.cni_dir}/{first}"
+        word, off = _argument(path), _argument(path + ".off")
         return Finding(
             "cni-config",
             FAIL,
-            f"{path} sorts before {o.cni_conflist}: the runtime uses it instead",
-            f"mv {path} {path}.off",
+            f"{printable(path, 200)} sorts before {o.cni_conflist}: the runtime uses it instead",
+            f"mv {word} {off}" if word and off else "move that file out of the directory",
         )
     return Finding("cni-config", OK, f"{o.cni_dir}/{o.cni_conflist} is the runtime's choice")
 
@@ -481,11 +492,13 @@ def duplicate_addresses(o: Observation) -> Finding:
             for r, h in later
         ]
         key = later[0][0].key
-        fix = (
-            f"etcdctl del {printable(key, 200)}"
-            if key.startswith("/")
-            else f"kubectl delete node {printable(key, 63)}   # or correct its InternalIP"
-        )
+        word = _argument(key)
+        if word is None:
+            fix = "delete that record (its key cannot be shown as a command)"
+        elif key.startswith("/"):
+            fix = f"etcdctl del {word}"
+        else:
+            fix = f"kubectl delete node {word}   # or correct its InternalIP"
         return Finding("duplicate-address", FAIL, f"one address, two nodes: {_named(shown)}", fix)
     return Finding("duplicate-address", OK, "every node has an address of its own")
 
