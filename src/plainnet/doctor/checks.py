@@ -236,12 +236,13 @@ def node_state(o: Observation) -> Finding:
             f"start the agent; it writes {path} once it holds a subnet",
         )
     if o.state.lost_subnets:
+        selector = _argument(f"spec.nodeName={o.node}")
         lost = ", ".join(map(str, o.state.lost_subnets))
         return Finding(
             "subnet",
             FAIL,
             f"this node lost {lost} to another node; pods with addresses from it must be recreated",
-            f"kubectl delete pods --field-selector spec.nodeName={o.node} -A",
+            f"kubectl delete pods -A --field-selector {selector or 'spec.nodeName=NODE'}",
         )
     subnets = ", ".join(map(str, o.state.subnets))
     return Finding("subnet", OK, f"{path}: node {printable(o.state.node, 63)} holds {subnets}")
