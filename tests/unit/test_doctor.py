@@ -152,3 +152,12 @@ def test_fix_commands_quote_what_peers_and_files_name():
     )
     o.peers = [first, hostile]
     assert duplicate_addresses(o).fix == "etcdctl del '/k/$(reboot)'"
+
+
+def test_a_node_without_a_podcidr_is_named_as_the_reason_for_no_subnet():
+    o = observation([], [])
+    o.state, o.node_pod_cidrs = None, ()
+    found = {f.check: f for f in run_checks(o)}
+    assert found["node-podcidr"].status == FAIL and "no podCIDR" in found["node-podcidr"].fact
+    assert "allocate-node-cidrs" in found["node-podcidr"].fix
+    assert found["subnet"].status == FAIL  # the consequence, also named

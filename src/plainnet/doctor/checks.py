@@ -506,7 +506,11 @@ def duplicate_addresses(o: Observation) -> Finding:
 
 def pod_cidr(o: Observation) -> Finding:
     if o.node_pod_cidrs is None:
-        return Finding("node-podcidr", OK, "not the Kubernetes datastore: nothing to compare")
+        return Finding(
+            "node-podcidr",
+            OK,
+            "no Node read (the etcd datastore, or no such Node): nothing to compare",
+        )
     if not o.node_pod_cidrs:
         return Finding(
             "node-podcidr",

@@ -218,7 +218,22 @@ def observe(sources: Sources) -> Observation:
         o.cni_files = ()
     if state is not None:
         o.peers, o.peers_error, o.node_pod_cidrs = _peers(sources, state)
+    elif sources.kubeconfig is not None:
+        # no subnet yet: a Node without a podCIDR is the usual reason
+        o.node_pod_cidrs = _own_pod_cidrs(sources.kubeconfig, sources.node)
     return o
+
+
+def _own_pod_cidrs(kubeconfig: Path, node: str) -> tuple[IPNetwork, ...] | None:
+    """This node's podCIDRs on its Node object; None if it cannot be read."""
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    try:
+        found = Client(KubeConfig.from_file(str(kubeconfig)), timeout=10).get(Node, name=node)
+        return tuple(ip_network(c) for c in (found.spec.podCIDRs or []) if found.spec)
+    except Exception:  # unreachable, refused, no such Node, a bad value: not known
+        return None
 
 
 def _peers(sources: Sources, state: NodeState) -> tuple[list | None, str, tuple | None]:
