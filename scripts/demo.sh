@@ -29,6 +29,10 @@ sleep 1
 "$plainnet" lab exec --lab "$lab" node1 -- ip -4 route show proto 158
 "$plainnet" lab exec --lab "$lab" node1 -- ip -4 route show proto 158 | grep -q "^$route " \
     || { echo "demo: route $route was not restored" >&2; exit 1; }
+step "plainnet doctor on every node: each check ok, with what it saw (exit 1 on any FAIL)"
+"$plainnet" lab doctor --lab "$lab" --probe
+step "plainnet advise: which situation a described network is in, and what to run"
+"$plainnet" advise --describe docs/advise/routed.yaml
 "$plainnet" lab down "$lab"
 
 step "one L2 segment, three hosts (scenario 1's underlay)"
