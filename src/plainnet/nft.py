@@ -48,31 +48,24 @@ def delete_table(family: str, name: str) -> bool:
 
 def counters(family: str, table: str) -> dict[str, int]:
     """The packets of each named counter in the table (none if there is no table)."""
-    try:
-        result = subprocess.run(
-            [NFT, "-j", "list", "counters", "table", family, table],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    if result.returncode != 0:
-        return {}
     found = {}
-    for item in json.loads(result.stdout).get("nftables", []):
-        counter = item.get("counter")
+    for item in (listing("counters", "table", family, table) or {}).get("nftables", []):
+        counter = item.get("counter") if isinstance(item, dict) else None
         if isinstance(counter, dict) and counter.get("table") == table:
             found[str(counter["name"])] = int(counter.get("packets", 0))
     return found
 
 
 def ruleset_json() -> dict | None:
-    """The whole ruleset as nft's JSON (``nft -j list ruleset``), or None where nft is
-    missing or refuses (``plainnet doctor`` reads the forward chains from it)."""
+    """The whole ruleset (``plainnet doctor`` reads the forward chains from it)."""
+    return listing("ruleset")
+
+
+def listing(*what: str) -> dict | None:
+    """``nft -j list WHAT...`` as JSON, or None where nft is missing or refuses."""
     try:
         result = subprocess.run(
-            [NFT, "-j", "list", "ruleset"], capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+            [NFT, "-j", "list", *what], capture_output=True, text=True, timeout=TIMEOUT_SECONDS
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
