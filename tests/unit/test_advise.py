@@ -7,10 +7,11 @@ from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 
 import pytest
+from lightkube.resources.core_v1 import Node
 
 from plainnet.advise.decide import decide, segments
 from plainnet.advise.facts import DescriptionError, Facts, NodeFacts, from_description
-from plainnet.advise.inspect import facts_from_nodes
+from plainnet.advise.inspect import facts_from_nodes, parse_nodes
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "advise"
 
@@ -162,16 +163,17 @@ def test_node_objects_are_read_as_hostile_and_this_machines_networks_decide_on_l
         {"metadata": {}},
     ]  # fmt: skip
     here = [(ip_network("10.0.1.0/24"), ip_address("10.0.1.10"))]
-    facts = facts_from_nodes(nodes, here, "cluster test")
+    nodes, unknowns = parse_nodes([Node.from_dict(n) for n in nodes])
+    facts = facts_from_nodes(nodes, unknowns, here, "cluster test")
     assert [n.name for n in facts.nodes] == ["n1", "n2", "n3"] and facts.cloud == "aws"
     assert facts.nodes[0].networks == (ip_network("10.0.1.0/24"),)
     assert facts.nodes[2].networks == ()  # off-link from here: its segment unknown
     assert all("\n" not in u for u in facts.unknowns) and any("bogus" in u for u in facts.unknowns)
     assert decide(facts).situation == "cloud-vpc"
-    routed = decide(facts_from_nodes(nodes, here, "cluster test", cloud="none"))
+    routed = decide(facts_from_nodes(nodes, unknowns, here, "cluster test", cloud="none"))
     assert (routed.situation, routed.backend) == ("routed", "auto")
     assert "2 nodes on this node's segment (10.0.1.0/24), 1 behind routers" in routed.facts
-    away = facts_from_nodes(nodes, [(ip_network("192.168.0.0/24"), ip_address("192.168.0.9"))],
-                            "cluster test", cloud="none")  # fmt: skip
+    elsewhere = [(ip_network("192.168.0.0/24"), ip_address("192.168.0.9"))]
+    away = facts_from_nodes(nodes, unknowns, elsewhere, "cluster test", cloud="none")
     assert all(not n.networks for n in away.nodes)
     assert any("not a node" in u for u in away.unknowns)

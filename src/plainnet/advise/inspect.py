@@ -10,11 +10,13 @@ Every value from the API server is hostile: an address that does not parse is le
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 from plainnet.advise.facts import CLOUDS, Facts, NodeFacts
+from plainnet.datastore.kube_nodes import internal_ips, pod_cidrs
 from plainnet.ipam.types import IPNetwork
 from plainnet.text import printable
 
@@ -25,46 +27,41 @@ class InspectError(Exception):
     """The cluster could not be read; the message says what to check."""
 
 
-def node_facts(document: dict[str, Any], unknowns: list[str]) -> NodeFacts | None:
-    """One Node object (API JSON) as facts; None if it has no usable name."""
-    metadata = document.get("metadata") or {}
-    name = metadata.get("name")
+def node_facts(node: Any, unknowns: list[str]) -> NodeFacts | None:
+    """One Node object (lightkube's model) as facts, its addresses and podCIDRs read as
+    the datastore reads them (:mod:`plainnet.datastore.kube_nodes`); None if it has no
+    usable name."""
+    name = node.metadata.name if node.metadata else None
     if not isinstance(name, str) or not name:
         unknowns.append("a Node without a name was left out")
         return None
-    spec = document.get("spec") or {}
-    status = document.get("status") or {}
+    shown = printable(name, 63)
     addresses = []
-    for entry in status.get("addresses") or []:
-        if not isinstance(entry, dict) or entry.get("type") != "InternalIP":
-            continue
+    for text in internal_ips(node):
         try:
-            addresses.append(ip_address(str(entry.get("address"))))
+            addresses.append(ip_address(str(text)))
         except ValueError:
-            unknowns.append(
-                f"node {printable(name, 63)}: InternalIP "
-                f"{printable(str(entry.get('address')), 64)} is no address"
-            )
-    pod_cidrs: list[IPNetwork] = []
-    for text in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+            unknowns.append(f"node {shown}: InternalIP {printable(str(text), 64)} is no address")
+    cidrs: list[IPNetwork] = []
+    for text in pod_cidrs(node):
         try:
-            pod_cidrs.append(ip_network(str(text)))
+            cidrs.append(ip_network(str(text)))
         except ValueError:
-            unknowns.append(f"node {printable(name, 63)}: podCIDR {printable(str(text), 64)}")
-    provider = spec.get("providerID")
+            unknowns.append(f"node {shown}: podCIDR {printable(str(text), 64)}")
+    provider = node.spec.providerID if node.spec else None
     cloud = None
     if isinstance(provider, str) and "://" in provider:
         scheme = provider.split("://", 1)[0]
         cloud = scheme if scheme in CLOUDS else None
-    labels = metadata.get("labels") or {}
+    labels = node.metadata.labels or {}
     zone = next((labels[k] for k in ZONE_LABELS if isinstance(labels.get(k), str)), None)
-    return NodeFacts(
-        name=name,
-        addresses=tuple(addresses),
-        pod_cidrs=tuple(pod_cidrs),
-        cloud=cloud,
-        zone=zone,
-    )
+    return NodeFacts(name, tuple(addresses), pod_cidrs=tuple(cidrs), cloud=cloud, zone=zone)
+
+
+def parse_nodes(nodes: list[Any]) -> tuple[list[NodeFacts], list[str]]:
+    """Every usable Node as facts, and what was left out of them, in words."""
+    unknowns: list[str] = []
+    return [f for n in nodes if (f := node_facts(n, unknowns)) is not None], unknowns
 
 
 def with_local_view(
@@ -81,19 +78,18 @@ def with_local_view(
             network for network, _ in local if any(a in network for a in node.addresses)
         )
         # an off-link node: on another segment, which one (shared with whom) unknown
-        found.append(NodeFacts(**{**node.__dict__, "networks": networks}))
+        found.append(replace(node, networks=networks))
     return found, []
 
 
 def facts_from_nodes(
-    documents: list[dict[str, Any]],
+    nodes: list[NodeFacts],
+    unknowns: list[str],
     local: list[tuple[IPNetwork, Any]],
     source: str,
     **settings: Any,
 ) -> Facts:
-    """Pure: the Node objects and this machine's networks as facts."""
-    unknowns: list[str] = []
-    nodes = [n for d in documents if (n := node_facts(d, unknowns)) is not None]
+    """Pure: the nodes (:func:`parse_nodes`) and this machine's networks as facts."""
     if not nodes:
         raise InspectError(f"{source}: the cluster has no Node objects yet")
     nodes, more = with_local_view(nodes, local)
@@ -130,7 +126,7 @@ def read_cluster(kubeconfig: Path, **settings: Any) -> Facts:
     try:
         config = KubeConfig.from_file(str(kubeconfig))
         client = Client(config, timeout=10)
-        documents = [node.to_dict() for node in client.list(Node)]
+        nodes, unknowns = parse_nodes(list(client.list(Node)))
         server = config.get().cluster.server
     except (OSError, ApiError, ConfigError, ValueError) as exc:
         raise InspectError(f"cannot read the cluster's Nodes with {kubeconfig}: {exc}") from None
@@ -141,16 +137,6 @@ def read_cluster(kubeconfig: Path, **settings: Any) -> Facts:
         found = kernel.local_networks(all_device_names())
     finally:
         kernel.close()
-    pod_subnets = [c for d in documents for c in _pod_cidrs(d)]
+    pod_subnets = [c for node in nodes for c in node.pod_cidrs]
     local = [(n.network, n.address) for n in node_networks(found, [], pod_subnets)]
-    return facts_from_nodes(documents, local, f"cluster {server}", **settings)
-
-
-def _pod_cidrs(document: dict[str, Any]) -> list[IPNetwork]:
-    found = []
-    for text in (document.get("spec") or {}).get("podCIDRs") or []:
-        try:
-            found.append(ip_network(str(text)))
-        except ValueError:
-            continue
-    return found
+    return facts_from_nodes(nodes, unknowns, local, f"cluster {server}", **settings)

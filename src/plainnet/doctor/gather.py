@@ -217,31 +217,32 @@ def observe(sources: Sources) -> Observation:
     except OSError:
         o.cni_files = ()
     if state is not None:
-        o.peers, o.peers_error, o.node_pod_cidrs = _peers(sources, state)
-    elif sources.kubeconfig is not None:
-        # no subnet yet: a Node without a podCIDR is the usual reason
-        o.node_pod_cidrs = _own_pod_cidrs(sources.kubeconfig, sources.node)
+        o.peers, o.peers_error = _peers(sources, state)
+    if sources.kubeconfig is not None:  # with no subnet yet, the usual reason is here
+        o.node_pod_cidrs = _own_pod_cidrs(sources.kubeconfig, o.node)
     return o
 
 
 def _own_pod_cidrs(kubeconfig: Path, node: str) -> tuple[IPNetwork, ...] | None:
-    """This node's podCIDRs on its Node object; None if it cannot be read."""
+    """This node's podCIDRs on its Node object, read as the datastore reads them; None
+    if it cannot be read."""
     from lightkube import Client, KubeConfig
     from lightkube.resources.core_v1 import Node
 
+    from plainnet.datastore.kube_nodes import pod_cidrs
+
     try:
         found = Client(KubeConfig.from_file(str(kubeconfig)), timeout=10).get(Node, name=node)
-        return tuple(ip_network(c) for c in (found.spec.podCIDRs or []) if found.spec)
+        return tuple(ip_network(c) for c in pod_cidrs(found))
     except Exception:  # unreachable, refused, no such Node, a bad value: not known
         return None
 
 
-def _peers(sources: Sources, state: NodeState) -> tuple[list | None, str, tuple | None]:
-    """The datastore's valid peer records (the agent's parsers), and with the Kubernetes
-    datastore this node's podCIDRs."""
+def _peers(sources: Sources, state: NodeState) -> tuple[list | None, str]:
+    """The datastore's valid peer records, read by the agent's own datastore code."""
     from plainnet.datastore.records import DatastoreError, PeerRecord
 
-    async def read() -> tuple[list, tuple | None]:
+    async def read() -> list:
         if sources.kubeconfig is not None:
             from plainnet.agent.backends import load_backend
             from plainnet.datastore.kubernetes import KubernetesDatastore
@@ -256,22 +257,17 @@ def _peers(sources: Sources, state: NodeState) -> tuple[list | None, str, tuple 
             store = EtcdDatastore(str(sources.etcd_endpoint), sources.etcd_prefix)
         try:
             snapshot = await asyncio.wait_for(store.list(), 20)
-            pod_cidrs = None
-            if sources.kubeconfig is not None:
-                node = await store._own_node()
-                spec = node.spec if node is not None else None
-                pod_cidrs = tuple(ip_network(c) for c in (spec.podCIDRs or []) if spec)
-            return list(snapshot.records.values()), pod_cidrs
+            return list(snapshot.records.values())
         finally:
             await store.close()
 
     if sources.kubeconfig is None and sources.etcd_endpoint is None:
-        return None, "no datastore given: --etcd-endpoint or --kubeconfig", None
+        return None, "no datastore given: --etcd-endpoint or --kubeconfig"
     try:
-        records, pod_cidrs = asyncio.run(read())
+        records = asyncio.run(read())
     except (DatastoreError, TimeoutError, OSError, ValueError) as exc:
-        return None, printable(str(exc) or type(exc).__name__, 200), None
-    return [r for r in records if isinstance(r, PeerRecord)], "", pod_cidrs
+        return None, printable(str(exc) or type(exc).__name__, 200)
+    return [r for r in records if isinstance(r, PeerRecord)], ""
 
 
 def release_leaked(run_dir: Path) -> list[str]:
