@@ -11,7 +11,6 @@ an observation where most checks say so, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import urllib.error
@@ -129,19 +128,34 @@ def agent_health(address: str) -> tuple[tuple[bool | None, str], dict[str, float
     return health, (refused if now > 0 else {}), url
 
 
-def reservations(run_dir: Path) -> list[tuple[Any, str, str]]:
-    """(address, container id, ifname) of every pod address the CNI plugin holds."""
+def _stores(run_dir: Path) -> list[Any]:
+    """The CNI plugin's pod address store of each node subnet under ``run_dir``."""
+    from plainnet.ipam.file_store import STATE_FILE, FilePodAddressStore
+
+    found = sorted((run_dir / "ipam").glob(f"*/{STATE_FILE}"))
+    return [FilePodAddressStore(state.parent) for state in found]
+
+
+def _gone(owner: Any, links: set[str]) -> bool:
+    """Whether a reservation's container has no interface on this node any more."""
+    from plainnet.cni.dataplane import host_veth_name
+
+    return host_veth_name(owner.container_id, owner.ifname) not in links
+
+
+def reservations(run_dir: Path) -> list[tuple[Any, Any]]:
+    """(address, owner) of every pod address the CNI plugin holds (an unreadable
+    store is left out: its own commits say so)."""
+    from plainnet.ipam.errors import IpamError
+    from plainnet.ipam.file_store import STATE_FILE
+
     found = []
-    for path in sorted((run_dir / "ipam").glob("*/reservations.json")):
+    for store in _stores(run_dir):
         try:
-            if path.stat().st_size > MAX_RESERVATIONS_BYTES:
+            if (store.directory / STATE_FILE).stat().st_size > MAX_RESERVATIONS_BYTES:
                 continue
-            document = json.loads(path.read_text())
-            for address, owner in document.get("reservations", {}).items():
-                found.append(
-                    (ip_interface(address).ip, str(owner["container_id"]), str(owner["ifname"]))
-                )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            found.extend(store.snapshot().reservations.items())
+        except (IpamError, OSError):
             continue
     return found
 
@@ -152,7 +166,6 @@ def observe(sources: Sources) -> Observation:
     from plainnet.agent.backends.vxlan import DEVICE_NAME
     from plainnet.agent.kernel import KernelRoutes
     from plainnet.agent.local_networks import node_networks
-    from plainnet.cni.dataplane import host_veth_name
     from plainnet.cni.install import CONFLIST
 
     state = read_node_state(sources.run_dir)
@@ -197,12 +210,8 @@ def observe(sources: Sources) -> Observation:
             o.vxlan_mtu = (links[vxlan][1], links[underlay][1], mine[0].network.version)
         held = reservations(sources.run_dir)
         o.pods = len(held)
-        veths = set(names.values())
-        o.leaked = [
-            (address, container)
-            for address, container, ifname in held
-            if host_veth_name(container, ifname) not in veths
-        ]
+        links_now = set(names.values())
+        o.leaked = [(a, owner.container_id) for a, owner in held if _gone(owner, links_now)]
     finally:
         kernel.close()
     keys = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
@@ -273,20 +282,15 @@ def _peers(sources: Sources, state: NodeState) -> tuple[list | None, str]:
 def release_leaked(run_dir: Path) -> list[str]:
     """Free the reservations whose container has no interface here (what the runtime's
     CNI GC would free), through the IPAM store's lock; returns what was freed."""
-    from plainnet.cni.dataplane import host_veth_name
-    from plainnet.ipam.file_store import FilePodAddressStore
-
-    veths = {name for _, name in socket.if_nameindex()}
+    links_now = {name for _, name in socket.if_nameindex()}
     freed: list[str] = []
-    for directory in sorted((run_dir / "ipam").glob("*/")):
-        if not (directory / "reservations.json").exists():
-            continue
 
-        def drop(state: Any) -> None:
-            for address, owner in list(state.reservations.items()):
-                if host_veth_name(owner.container_id, owner.ifname) not in veths:
-                    del state.reservations[address]
-                    freed.append(f"{address} ({owner.container_id[:16]})")
+    def drop(state: Any) -> None:
+        for address, owner in list(state.reservations.items()):
+            if _gone(owner, links_now):
+                del state.reservations[address]
+                freed.append(f"{address} ({owner.container_id[:16]})")
 
-        FilePodAddressStore(directory).run(drop)
+    for store in _stores(run_dir):
+        store.run(drop)
     return freed

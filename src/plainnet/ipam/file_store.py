@@ -118,6 +118,12 @@ class FilePodAddressStore:
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
+    def snapshot(self) -> PodAddressState:
+        """The reservations as on disk now, read without the lock: a commit replaces the
+        file by rename, so a reader sees a whole state (for ``plainnet doctor``).
+        :class:`StoreCorruptError` if it is unreadable."""
+        return self._parse(self._read_text())
+
     def _commit(self, batch: list[_Change]) -> None:
         """Under the file lock (other processes, and a holder killed by -9, which the
         kernel releases): read, apply each change, write once."""
