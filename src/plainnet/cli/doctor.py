@@ -106,14 +106,10 @@ def doctor(
     findings = run_checks(observation)
     if probe:
         from plainnet.doctor.checks import probe_findings, probe_plan
-        from plainnet.doctor.probe import Probe, ping_all
+        from plainnet.doctor.probe import ping_all
 
         plans = probe_plan(observation)
-        probes = {
-            t: Probe(*t) for p in plans for t in (p.underlay, p.path_mtu, p.vtep, p.pods) if t
-        }
-        replies = ping_all(list(set(probes.values())))
-        answered = {t: replies[probe] for t, probe in probes.items()}
+        answered = ping_all(list({probe for plan in plans for probe in plan.probes}))
         findings += probe_findings(observation, plans, answered)
     ours = any(r.protocol == observation.route_protocol for r in observation.routes)
     if observation.state is None and observation.agent[0] is None and not ours:

@@ -565,7 +565,8 @@ def ipam_leaks(o: Observation) -> Finding:
     return Finding("ipam-leaks", OK, f"{o.pods} pod addresses, each with its pod")
 
 
-NODE_CHECKS: tuple[Callable[[Observation], Finding], ...] = (
+#: Every check in the order they are printed; :func:`peer_routes` gives four findings.
+NODE_CHECKS: tuple[Callable[[Observation], Finding | list[Finding]], ...] = (
     forwarding,
     rp_filter,
     forward_policy,
@@ -574,6 +575,7 @@ NODE_CHECKS: tuple[Callable[[Observation], Finding], ...] = (
     node_state,
     bridge,
     cni_config,
+    peer_routes,
     refused_records,
     cidrs,
     duplicate_addresses,
@@ -581,6 +583,16 @@ NODE_CHECKS: tuple[Callable[[Observation], Finding], ...] = (
     vxlan_mtu,
     ipam_leaks,
 )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One ICMP echo ``--probe`` sends (:func:`plainnet.doctor.probe.ping_all`)."""
+
+    address: IPAddress
+    #: the whole IP packet's size; with ``dont_fragment`` the path must carry it as is
+    size: int = 84
+    dont_fragment: bool = False
 
 
 @dataclass(frozen=True)
@@ -593,11 +605,14 @@ class PeerProbes:
     address: IPAddress
     size: int
     overlay: bool
-    #: (address, size, dont fragment) of each probe
-    underlay: tuple[IPAddress, int, bool]
-    path_mtu: tuple[IPAddress, int, bool]
-    vtep: tuple[IPAddress, int, bool] | None
-    pods: tuple[IPAddress, int, bool]
+    underlay: Probe
+    path_mtu: Probe
+    vtep: Probe | None
+    pods: Probe
+
+    @property
+    def probes(self) -> tuple[Probe, ...]:
+        return tuple(p for p in (self.underlay, self.path_mtu, self.vtep, self.pods) if p)
 
 
 def probe_plan(o: Observation) -> list[PeerProbes]:
@@ -620,16 +635,18 @@ def probe_plan(o: Observation) -> list[PeerProbes]:
                 address=address,
                 size=size,
                 overlay=overlay,
-                underlay=(address, 84, False),
-                path_mtu=(address, size, True),
-                vtep=(subnet.network_address, 84, False) if overlay else None,
-                pods=(next(subnet.hosts()), 84, False),
+                underlay=Probe(address),
+                path_mtu=Probe(address, size, dont_fragment=True),
+                vtep=Probe(subnet.network_address) if overlay else None,
+                pods=Probe(next(subnet.hosts())),
             )
         )
     return plans
 
 
-def probe_findings(o: Observation, plans: list[PeerProbes], answered: dict) -> list[Finding]:
+def probe_findings(
+    o: Observation, plans: list[PeerProbes], answered: dict[Probe, bool]
+) -> list[Finding]:
     """The failing hop toward each peer: this node -> the peer node (underlay), the path
     at full size (MTU), the overlay (VXLAN's UDP port), the peer node -> its pods."""
     down = [p for p in plans if not answered[p.underlay]]
@@ -672,7 +689,7 @@ def probe_findings(o: Observation, plans: list[PeerProbes], answered: dict) -> l
         p = podless[0]
         shown = _named([name(q) for q in podless])
         findings.append(Finding("probe-pods", FAIL, f"peer node -> its pods: no answer from the "
-                                f"pod gateway {p.pods[0]} of {shown}",
+                                f"pod gateway {p.pods.address} of {shown}",
                                 f"run plainnet doctor on {p.node}"))  # fmt: skip
     else:
         findings.append(Finding("probe-pods", OK, "every peer's pod gateway answers"))
@@ -680,5 +697,8 @@ def probe_findings(o: Observation, plans: list[PeerProbes], answered: dict) -> l
 
 
 def run_checks(o: Observation) -> list[Finding]:
-    findings = [check(o) for check in NODE_CHECKS]
-    return findings[:8] + peer_routes(o) + findings[8:]
+    findings: list[Finding] = []
+    for check in NODE_CHECKS:
+        found = check(o)
+        findings.extend(found if isinstance(found, list) else [found])
+    return findings

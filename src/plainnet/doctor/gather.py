@@ -166,6 +166,7 @@ def observe(sources: Sources) -> Observation:
     from plainnet.agent.backends.vxlan import DEVICE_NAME
     from plainnet.agent.kernel import KernelRoutes
     from plainnet.agent.local_networks import node_networks
+    from plainnet.cni.config import DEFAULT_BRIDGE
     from plainnet.cni.install import CONFLIST
 
     state = read_node_state(sources.run_dir)
@@ -175,6 +176,7 @@ def observe(sources: Sources) -> Observation:
         run_dir=str(sources.run_dir),
         state=state,
         cni_dir=str(sources.cni_dir),
+        bridge=DEFAULT_BRIDGE,
         cni_conflist=CONFLIST,
         vxlan_device=DEVICE_NAME,
         service_cidr=sources.service_cidr,

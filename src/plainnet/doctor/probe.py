@@ -13,22 +13,13 @@ import select
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
-from plainnet.ipam.types import IPAddress
+from plainnet.doctor.checks import Probe
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
 ATTEMPTS = 2
 HEADERS = 28  # IPv4 + ICMP
-
-
-@dataclass(frozen=True)
-class Probe:
-    address: IPAddress
-    #: the whole IP packet's size; with ``dont_fragment`` the path must carry it as is
-    size: int = 84
-    dont_fragment: bool = False
 
 
 def _checksum(data: bytes) -> int:
