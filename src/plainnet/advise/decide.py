@@ -89,7 +89,7 @@ def decide(facts: Facts) -> Advice:
     mask = _node_mask(cidr, count)
     said = [f"{count} node{'s' if count != 1 else ''} ({facts.source})" if facts.source else
             f"{count} node{'s' if count != 1 else ''}"]  # fmt: skip
-    warnings = _cidr_warnings(facts, cidr)
+    warnings = _cidr_warnings(facts, cidr, mask)
     groups = segments(nodes)
     if count == 1:
         advice = Advice(
@@ -246,7 +246,7 @@ def _node_mask(cidr: IPNetwork, count: int) -> int:
     return mask
 
 
-def _cidr_warnings(facts: Facts, cidr: IPNetwork) -> list[str]:
+def _cidr_warnings(facts: Facts, cidr: IPNetwork, mask: int) -> list[str]:
     found = []
     for node in facts.nodes:
         for network in node.networks:
@@ -259,7 +259,7 @@ def _cidr_warnings(facts: Facts, cidr: IPNetwork) -> list[str]:
     service = facts.service_cidr
     if service is not None and service.version == cidr.version and service.overlaps(cidr):
         found.append(f"cluster CIDR {cidr} overlaps the service CIDR {service}")
-    if 2 ** (_node_mask(cidr, len(facts.nodes)) - cidr.prefixlen) < len(facts.nodes):
+    if 2 ** (mask - cidr.prefixlen) < len(facts.nodes):
         found.append(f"cluster CIDR {cidr} is too small for {len(facts.nodes)} node subnets")
     return found[:10]
 

@@ -22,7 +22,7 @@ field is checked (:class:`DescriptionError` names the first thing wrong).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_interface, ip_network
 from typing import Any
 
@@ -125,7 +125,7 @@ def from_description(text: bytes, source: str) -> Facts:
     if security not in ("strict", "normal"):
         raise DescriptionError(f"{source}: security must be strict or normal")
     return Facts(
-        nodes=tuple(NodeFacts(**{**n.__dict__, "cloud": cloud}) for n in nodes),
+        nodes=tuple(replace(n, cloud=cloud) for n in nodes),
         cloud=cloud,
         route_table_limit=limit,
         routers=routers,

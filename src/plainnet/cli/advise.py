@@ -4,7 +4,7 @@ what to run, and what would change the answer."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -114,4 +114,4 @@ def _override(facts: Facts, settings: dict) -> Facts:
     changes = {k: v for k, v in settings.items() if v is not None}
     if changes.get("cloud") == "none":
         changes["cloud"] = None
-    return Facts(**{**facts.__dict__, **changes})
+    return replace(facts, **changes)
