@@ -4,6 +4,7 @@ the fact it looks for, nothing else — and the nft JSON reading (the kernel: te
 import time
 from ipaddress import ip_address, ip_network
 
+from plainnet.agent.local_networks import LocalNetwork
 from plainnet.datastore.records import PeerRecord
 from plainnet.doctor.checks import (
     FAIL,
@@ -46,7 +47,7 @@ def observation(peers: list[PeerRecord], routes: list[Route]) -> Observation:
         state=state,
         peers=peers,
         routes=routes,
-        local=[(ip_network("10.250.0.0/16"), ip_address("10.250.255.1"), "eth0")],
+        local=[LocalNetwork(ip_network("10.250.0.0/16"), 2, "eth0", ip_address("10.250.255.1"))],
     )
 
 

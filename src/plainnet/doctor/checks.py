@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 
+from plainnet.agent.backends.vxlan.vtep import vtep_address
+from plainnet.agent.local_networks import LocalNetwork, on_link_network
 from plainnet.datastore.records import PeerRecord
 from plainnet.ipam.types import IPAddress, IPNetwork
 from plainnet.node_state import NodeState
@@ -77,8 +79,8 @@ class Observation:
     cni_files: tuple[str, ...] = ()
     cni_conflist: str = "10-plainnet.conflist"
     routes: list[Route] = field(default_factory=list)
-    #: the networks this node is on (not plainnet's devices): (network, address, device)
-    local: list[tuple[IPNetwork, IPAddress, str]] = field(default_factory=list)
+    #: the networks this node is on (not plainnet's devices or pod bridges)
+    local: list[LocalNetwork] = field(default_factory=list)
     #: the peer records of the datastore (None: not read; the reason in peers_error)
     peers: list[PeerRecord] | None = None
     peers_error: str = ""
@@ -315,17 +317,13 @@ def _expected(o: Observation) -> dict[IPNetwork, tuple[str, IPAddress | None]]:
             continue
         for subnet in record.subnets:
             address = next((a for a in record.addresses if a.version == subnet.version), None)
-            on_link = address is not None and any(
-                address in network
-                for network, _, _ in o.local
-                if network.version == address.version
-            )
+            on_link = address is not None and on_link_network(address, o.local) is not None
             if backend == "host-gw" or (backend == "auto" and on_link):
                 found[subnet] = (record.node, address)
             elif backend in ("vxlan", "auto"):
                 # IPv4: the subnet's VTEP address; IPv6: the peer device's link-local
                 # address (derived from its MAC: not compared here)
-                vtep = subnet.network_address if subnet.version == 4 else None
+                vtep = vtep_address(subnet) if subnet.version == 4 else None
                 found[subnet] = (record.node, vtep)
     return found
 
@@ -443,10 +441,11 @@ def cidrs(o: Observation) -> Finding:
         return Finding("cidrs", WARN, "no subnet yet: the cluster CIDR is not known")
     problems, fixes = [], []
     for cidr in o.state.cluster_cidrs:
-        for network, address, device in o.local:
+        for local in o.local:
+            network, device = local.network, local.ifname
             if network.version == cidr.version and network.overlaps(cidr):  # type: ignore[arg-type]
                 problems.append(f"cluster CIDR {cidr} overlaps node network {network} ({device})")
-                fixes.append(f"ip addr del {address}/{network.prefixlen} dev {device}")
+                fixes.append(f"ip addr del {local.address}/{network.prefixlen} dev {device}")
         service = o.service_cidr
         if service is not None and service.version == cidr.version and service.overlaps(cidr):  # type: ignore[arg-type]
             problems.append(f"cluster CIDR {cidr} overlaps the service CIDR {service}")
@@ -465,7 +464,7 @@ def cidrs(o: Observation) -> Finding:
 def _later_claims(o: Observation) -> list[tuple[PeerRecord, PeerRecord | str]]:
     """(record, who holds its address first) for each record whose node address an
     earlier claim (or this node) holds — the records the agents refuse."""
-    mine = {address for _, address, _ in o.local}
+    mine = {local.address for local in o.local}
     first: dict[IPAddress, PeerRecord] = {}
     later = []
     for record in sorted(o.peers or [], key=lambda r: (r.claimed_at, r.key)):

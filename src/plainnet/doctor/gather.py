@@ -188,7 +188,7 @@ def observe(sources: Sources) -> Observation:
         found = kernel.local_networks(all_device_names())
         cidrs = state.cluster_cidrs if state else ()
         mine = node_networks(found, cidrs, state.subnets if state else ())
-        o.local = [(n.network, n.address, n.ifname) for n in mine]
+        o.local = list(mine)
         bridge = next((i for i, n in names.items() if n == o.bridge), None)
         if bridge is not None:
             o.bridge_addresses = tuple(
