@@ -105,25 +105,15 @@ def decide(facts: Facts) -> Advice:
             ],
         )
     elif facts.cloud is not None:
-        advice = _cloud(facts, said, groups, cidr, mask)
+        advice = _cloud(facts, said, cidr, mask)
     elif groups is None and 0 < len(on_link := [n for n in nodes if n.networks]) < count:
-        # seen from a node: some peers on its segment, the others behind routers
-        advice = Advice(
-            "routed",
-            "auto",
-            "auto: direct routes to the peers on a node's own segment, VXLAN across routers",
-            facts=[
-                *said,
-                f"{len(on_link)} nodes on this node's segment ({_networks_of(on_link)}), "
-                f"{count - len(on_link)} behind routers",
-                *facts.unknowns,
-            ],
-            configuration=_config("auto", cidr, mask),
-            would_change=[
-                "routers you can configure: BGP to them (once plainnet has it)",
-                "all nodes moved onto one L2 segment: host-gw",
-            ],
+        # seen from a node: some peers on its segment, the others behind routers (how
+        # those group among themselves is not known: auto is right either way)
+        seen = (
+            f"{len(on_link)} nodes on this node's segment ({_networks_of(on_link)}), "
+            f"{count - len(on_link)} behind routers"
         )
+        advice = _routed(facts, [*said, seen, *facts.unknowns], True, cidr, mask)
     elif groups is None:
         advice = Advice(
             "unknown-segments",
@@ -152,7 +142,11 @@ def decide(facts: Facts) -> Advice:
             ],
         )
     else:
-        advice = _routed(facts, said, groups, cidr, mask)
+        shown = "; ".join(
+            f"{len(g)} in {_networks_of(g)}" for g in sorted(groups, key=len, reverse=True)[:4]
+        )
+        shared = any(len(g) > 1 for g in groups)
+        advice = _routed(facts, [*said, f"{len(groups)} segments: {shown}"], shared, cidr, mask)
     advice.warnings = warnings
     advice.facts.append(
         f"pod subnets: /{mask} from {cidr} ({2 ** (mask - cidr.prefixlen)} of them)"
@@ -171,9 +165,7 @@ def decide(facts: Facts) -> Advice:
     return advice
 
 
-def _cloud(
-    facts: Facts, said: list[str], groups: list[list[NodeFacts]] | None, cidr: IPNetwork, mask: int
-) -> Advice:
+def _cloud(facts: Facts, said: list[str], cidr: IPNetwork, mask: int) -> Advice:
     cloud = facts.cloud or "aws"
     limit = facts.route_table_limit or DEFAULT_ROUTE_LIMITS.get(cloud, 50)
     count = len(facts.nodes)
@@ -203,14 +195,8 @@ def _cloud(
     )
 
 
-def _routed(
-    facts: Facts, said: list[str], groups: list[list[NodeFacts]], cidr: IPNetwork, mask: int
-) -> Advice:
-    shown = "; ".join(
-        f"{len(g)} in {_networks_of(g)}" for g in sorted(groups, key=len, reverse=True)[:4]
-    )
-    said = [*said, f"{len(groups)} segments: {shown}"]
-    shared = any(len(g) > 1 for g in groups)
+def _routed(facts: Facts, said: list[str], shared: bool, cidr: IPNetwork, mask: int) -> Advice:
+    """Nodes on several segments; ``shared``: some two of them on one."""
     backend = "auto" if shared else "vxlan"
     why = (
         "auto: direct routes to peers on a node's own segment, VXLAN across routers"
