@@ -111,18 +111,6 @@ def doctor(
         plans = probe_plan(observation)
         answered = ping_all(list({probe for plan in plans for probe in plan.probes}))
         findings += probe_findings(observation, plans, answered)
-    ours = any(r.protocol == observation.route_protocol for r in observation.routes)
-    if observation.state is None and observation.agent[0] is None and not ours:
-        findings.insert(
-            0,
-            Finding(
-                "plainnet",
-                WARN,
-                "this machine runs no plainnet: no agent, "
-                f"no {run_dir}/subnet.json, no plainnet route",
-                "plainnet advise, then install (docs/install.md)",
-            ),
-        )
     if as_json:
         click.echo(json.dumps([asdict(f) for f in findings], indent=2))
     else:

@@ -109,6 +109,24 @@ def _named(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMED} more" if len(items) > NAMED else "")
 
 
+def installed(o: Observation) -> list[Finding]:
+    """A first line where this machine runs no plainnet at all (no agent, no
+    ``subnet.json``, no plainnet route): the other checks then say why, one by one."""
+    if o.state is not None or o.agent[0] is not None:
+        return []
+    if any(r.protocol == o.route_protocol for r in o.routes):
+        return []
+    return [
+        Finding(
+            "plainnet",
+            WARN,
+            f"this machine runs no plainnet: no agent, no {o.run_dir}/subnet.json, "
+            "no plainnet route",
+            "plainnet advise, then install (docs/install.md)",
+        )
+    ]
+
+
 def forwarding(o: Observation) -> Finding:
     families = {c.version for c in (o.state.cluster_cidrs if o.state else ())} or {4}
     off = [
@@ -564,8 +582,10 @@ def ipam_leaks(o: Observation) -> Finding:
     return Finding("ipam-leaks", OK, f"{o.pods} pod addresses, each with its pod")
 
 
-#: Every check in the order they are printed; :func:`peer_routes` gives four findings.
+#: Every check in the order they are printed; :func:`peer_routes` gives four findings,
+#: :func:`installed` one or none.
 NODE_CHECKS: tuple[Callable[[Observation], Finding | list[Finding]], ...] = (
+    installed,
     forwarding,
     rp_filter,
     forward_policy,
