@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from plainnet.cli.options import (
+    DEFAULT_METRICS,
     backend_options,
     chosen_backend,
     cluster_cidr_option,
     kubeconfig_option,
     listen_address,
     network_config,
+    run_dir_option,
 )
 from plainnet.datastore.flannel_format import DEFAULT_PREFIX, DEFAULT_TTL_SECONDS
 from plainnet.errors import PlainnetError
@@ -78,13 +80,7 @@ def _address(value: str) -> object:
     help="This node's address (IPv4 and/or IPv6); default: the addresses of the "
     "only interface that has any.",
 )
-@click.option(
-    "--run-dir",
-    type=click.Path(path_type=Path),
-    default=Path("/run/plainnet"),
-    show_default=True,
-    help="Where subnet.json for the CNI plugin is written.",
-)
+@run_dir_option("Where subnet.json for the CNI plugin is written.")
 @click.option(
     "--resync",
     type=click.FloatRange(0.5),
@@ -94,7 +90,7 @@ def _address(value: str) -> object:
 )
 @click.option(
     "--metrics",
-    default="127.0.0.1:9158",
+    default=DEFAULT_METRICS,
     show_default=True,
     help="HOST:PORT for /metrics, /healthz (liveness) and /readyz (readiness), or off.",
 )
@@ -293,9 +289,7 @@ def run_node(
 
 
 @agent.command()
-@click.option(
-    "--run-dir", type=click.Path(path_type=Path), default=Path("/run/plainnet"), show_default=True
-)
+@run_dir_option()
 @click.option(
     "--keep-pods",
     is_flag=True,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from plainnet.cli.options import DEFAULT_CNI_CONF_DIR
+
 
 @click.group()
 def cni() -> None:
@@ -17,7 +19,7 @@ def cni() -> None:
     "--bin-dir", type=click.Path(path_type=Path), default=Path("/opt/cni/bin"), show_default=True
 )
 @click.option(
-    "--conf-dir", type=click.Path(path_type=Path), default=Path("/etc/cni/net.d"), show_default=True
+    "--conf-dir", type=click.Path(path_type=Path), default=DEFAULT_CNI_CONF_DIR, show_default=True
 )
 @click.option(
     "--portmap/--no-portmap",
@@ -49,7 +51,7 @@ def install(bin_dir: Path, conf_dir: Path, portmap: bool) -> None:
     "--bin-dir", type=click.Path(path_type=Path), default=Path("/opt/cni/bin"), show_default=True
 )
 @click.option(
-    "--conf-dir", type=click.Path(path_type=Path), default=Path("/etc/cni/net.d"), show_default=True
+    "--conf-dir", type=click.Path(path_type=Path), default=DEFAULT_CNI_CONF_DIR, show_default=True
 )
 def uninstall(bin_dir: Path, conf_dir: Path) -> None:
     """Remove the conflist and the executables `plainnet cni install` placed (a portmap

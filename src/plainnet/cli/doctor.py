@@ -12,7 +12,13 @@ from pathlib import Path
 
 import click
 
-from plainnet.cli.options import kubeconfig_option
+from plainnet.cli.options import (
+    DEFAULT_CNI_CONF_DIR,
+    DEFAULT_METRICS,
+    kubeconfig_option,
+    run_dir_option,
+)
+from plainnet.datastore.flannel_format import DEFAULT_PREFIX
 from plainnet.doctor.checks import FAIL, OK, WARN, Finding
 from plainnet.errors import PlainnetError
 
@@ -31,24 +37,18 @@ def render(findings: list[Finding]) -> str:
 
 @click.command()
 @click.option("--node-name", default=socket.gethostname, show_default="hostname")
-@click.option(
-    "--run-dir",
-    type=click.Path(path_type=Path),
-    default=Path("/run/plainnet"),
-    show_default=True,
-    help="The agent's --run-dir (subnet.json, IPAM).",
-)
+@run_dir_option("The agent's --run-dir (subnet.json, IPAM).")
 @click.option(
     "--agent",
     "agent_address",
-    default="127.0.0.1:9158",
+    default=DEFAULT_METRICS,
     show_default=True,
     help="The agent's --metrics HOST:PORT (/healthz, /metrics).",
 )
 @click.option(
     "--cni-conf-dir",
     type=click.Path(path_type=Path),
-    default=Path("/etc/cni/net.d"),
+    default=DEFAULT_CNI_CONF_DIR,
     show_default=True,
 )
 @click.option(
@@ -57,7 +57,7 @@ def render(findings: list[Finding]) -> str:
     metavar="URL",
     help="The etcd datastore (to compare routes with the records).",
 )
-@click.option("--etcd-prefix", default="/coreos.com/network", show_default=True)
+@click.option("--etcd-prefix", default=DEFAULT_PREFIX, show_default=True)
 @kubeconfig_option
 @click.option("--service-cidr", help="The service range, to check for overlaps.")
 @click.option(

@@ -26,6 +26,27 @@ kubeconfig_option = click.option(
 )
 
 
+#: Where the agent keeps its node state (subnet.json, the IPAM store): its default is
+#: every command's that reads or removes that state.
+DEFAULT_RUN_DIR = Path("/run/plainnet")
+
+
+#: The agent's --metrics (/metrics, /healthz, /readyz); doctor asks there by default.
+DEFAULT_METRICS = "127.0.0.1:9158"
+#: Where container runtimes read CNI configs.
+DEFAULT_CNI_CONF_DIR = Path("/etc/cni/net.d")
+
+
+def run_dir_option(help: str | None = None) -> Callable[[F], F]:
+    return click.option(
+        "--run-dir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_RUN_DIR,
+        show_default=True,
+        help=help,
+    )
+
+
 def cluster_cidr_option(required: bool = False) -> Callable[[F], F]:
     return click.option(
         "--cluster-cidr",

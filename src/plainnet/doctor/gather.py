@@ -31,16 +31,17 @@ MAX_RESERVATIONS_BYTES = 16 << 20
 
 @dataclass
 class Sources:
-    """Where to look: the agent's own settings (the same flags and defaults)."""
+    """Where to look: the agent's own settings (``plainnet doctor``'s flags, whose
+    defaults are the agent's)."""
 
     node: str
-    run_dir: Path = Path("/run/plainnet")
-    agent: str = "127.0.0.1:9158"
-    cni_dir: Path = Path("/etc/cni/net.d")
-    etcd_endpoint: str | None = None
-    etcd_prefix: str = "/coreos.com/network"
-    kubeconfig: Path | None = None
-    service_cidr: IPNetwork | None = None
+    run_dir: Path
+    agent: str
+    cni_dir: Path
+    etcd_endpoint: str | None
+    etcd_prefix: str
+    kubeconfig: Path | None
+    service_cidr: IPNetwork | None
 
 
 def _sysctl(key: str) -> str | None:
